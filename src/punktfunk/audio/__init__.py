@@ -1,0 +1,1 @@
+"""Session audio: a per-session sink captured at 48 kHz, and microphone passthrough."""

@@ -1,0 +1,206 @@
+"""The `punktfunk` command.
+
+Every subcommand accepts every settings knob as a flag (from the one registry in config.py) and
+`--config PATH`. Exit codes: 0 ok, 1 a runtime or configuration error (message on stderr),
+2 a usage error or a capability that is not built yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from . import __version__
+from .config import KNOBS, ConfigError, LoadedConfig, load_config
+from .log import event, setup_logging
+
+EXIT_OK, EXIT_ERROR, EXIT_UNAVAILABLE = 0, 1, 2
+# Commands that run for a long time also log into <state_dir>/logs; the rest log to stderr only.
+LONG_RUNNING = frozenset({"serve", "demo", "vdisplay", "service"})
+
+Handler = Callable[[argparse.Namespace, LoadedConfig], int]
+
+
+def _common_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("settings (flag > PUNKTFUNK_* env > host.env > default)")
+    group.add_argument(
+        "--config",
+        metavar="PATH",
+        type=Path,
+        help="host.env to read instead of the default (also $PUNKTFUNK_CONFIG)",
+    )
+    for knob in KNOBS.values():
+        text = f"{knob.help} [{knob.allowed}; env {knob.env}]"
+        if knob.is_bool:
+            group.add_argument(
+                knob.flag,
+                dest=f"knob_{knob.name}",
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=text,
+            )
+        else:
+            group.add_argument(
+                knob.flag,
+                dest=f"knob_{knob.name}",
+                metavar="VALUE",
+                default=argparse.SUPPRESS,
+                help=text,
+            )
+    return common
+
+
+def _flags(args: argparse.Namespace) -> dict[str, str]:
+    flags: dict[str, str] = {}
+    for name in KNOBS:
+        if hasattr(args, f"knob_{name}"):
+            value = getattr(args, f"knob_{name}")
+            flags[name] = ("true" if value else "false") if isinstance(value, bool) else value
+    return flags
+
+
+def _not_built(what: str) -> Handler:
+    def handler(args: argparse.Namespace, loaded: LoadedConfig) -> int:
+        print(
+            f"punktfunk {args.command}: not built yet — {what}. Nothing was started.",
+            file=sys.stderr,
+        )
+        return EXIT_UNAVAILABLE
+
+    return handler
+
+
+def _config_show(args: argparse.Namespace, loaded: LoadedConfig) -> int:
+    state = "found" if loaded.config_file_found else "not present, defaults apply"
+    print(f"# host.env: {loaded.config_file} ({state})")
+    rows = list(loaded.rows())
+    width = max(len(name) for name, _, _ in rows)
+    value_width = max(len(value) for _, value, _ in rows)
+    for name, value, origin in rows:
+        print(f"{name:<{width}}  {value:<{value_width}}  {origin}")
+    return EXIT_OK
+
+
+def _doctor(args: argparse.Namespace, loaded: LoadedConfig) -> int:
+    from .doctor import run_doctor
+
+    return run_doctor(loaded)
+
+
+# (name, help, description, handler or "not built" text)
+COMMANDS: tuple[tuple[str, str, str, Handler], ...] = (
+    (
+        "serve",
+        "run the streaming host",
+        "Run the host: every client that connects gets its own virtual monitor at its exact "
+        "mode, captured, encoded and streamed over punktfunk/2 (and GameStream with "
+        "--gamestream).",
+        _not_built("the native and GameStream hosts are not implemented in this version"),
+    ),
+    (
+        "demo",
+        "host on the built-in pattern display plus a loopback client, with live stats",
+        "Start a host on the built-in pattern display and a loopback client, and print live "
+        "latency/fps/bitrate statistics until Ctrl-C.",
+        _not_built(
+            "it needs the session pipeline and a wire protocol, which are not "
+            "implemented in this version"
+        ),
+    ),
+    (
+        "vdisplay",
+        "run the virtual display driver process",
+        "Run the virtual display driver: a separate process that creates one virtual monitor "
+        "per client (Xorg dummy, Xvfb or the built-in pattern) and publishes its frames into a "
+        "shared-memory ring. The host starts it when it is not running.",
+        _not_built("the virtual display driver is not implemented in this version"),
+    ),
+    (
+        "pair",
+        "enter a client's pairing PIN into the running host",
+        "Pair a client: pass the PIN the client shows; it is handed to the running host over "
+        "its local admin socket.",
+        _not_built(
+            "pairing needs the host's admin socket, which is not implemented in this version"
+        ),
+    ),
+    (
+        "probe",
+        "check a host over the native protocol (reachability, identity, capabilities)",
+        "Connect to a punktfunk host over punktfunk/2 and report its identity, pairing state "
+        "and capabilities without starting a stream.",
+        _not_built("the native protocol client is not implemented in this version"),
+    ),
+    (
+        "connect",
+        "stream from a host over the native protocol and show it",
+        "Connect to a punktfunk host over punktfunk/2, stream its display and show it.",
+        _not_built("the native protocol client is not implemented in this version"),
+    ),
+    (
+        "service",
+        "install or run the host as a systemd service",
+        "Install, remove or run the host under systemd (supervised, restarted on failure).",
+        _not_built("service management is not implemented in this version"),
+    ),
+    (
+        "doctor",
+        "check this machine: settings, driver ABI, installed display/audio tools, native FEC",
+        "Check that the settings parse, that the host<->driver ABI is intact, and which "
+        "display, audio and build tools this machine has. Exit 1 if something required fails.",
+        _doctor,
+    ),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_parser()
+    parser = argparse.ArgumentParser(
+        prog="punktfunk",
+        description="Low-latency game and desktop streaming host: a virtual monitor per client.",
+    )
+    parser.add_argument("--version", action="version", version=f"punktfunk {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, short, description, handler in COMMANDS:
+        cmd = sub.add_parser(name, help=short, description=description, parents=[common])
+        cmd.set_defaults(handler=handler)
+    config = sub.add_parser(
+        "config",
+        help="show the effective settings and where each came from",
+        description="Inspect the settings registry.",
+    )
+    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    show = config_sub.add_parser(
+        "show",
+        help="print every setting's effective value and its source",
+        description="Print every knob with its effective value and where it came from "
+        "(flag, env, host.env file:line, or default).",
+        parents=[common],
+    )
+    show.set_defaults(handler=_config_show)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        loaded = load_config(flags=_flags(args), config_path=args.config)
+    except ConfigError as exc:
+        print(f"punktfunk: configuration error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    config = loaded.config
+    setup_logging(config.log_level, config.state_dir if args.command in LONG_RUNNING else None)
+    log = logging.getLogger("punktfunk.cli")
+    for name in loaded.ignored_env:
+        event(
+            log, "config.ignored_env", logging.WARNING, key=name, reason="not a punktfunk setting"
+        )
+    return int(args.handler(args, loaded))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""`punktfunk doctor`: what this machine can do, and whether the host's own parts are intact.
+
+Required (exit 1 if broken): the settings parse (checked before we get here) and the driver
+ABI self-check. Everything else is reported with the Debian package that provides it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import LoadedConfig
+from .proto import AbiDriftError, self_check
+from .vdisplay.base import DisplayBackend, available_backends
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def _tool(name: str, program: str, package: str, purpose: str) -> Check:
+    path = shutil.which(program)
+    if path:
+        return Check(name, True, f"{path} ({purpose})")
+    return Check(name, False, f"{program} not found — apt-get install {package} ({purpose})")
+
+
+def machine_checks() -> list[Check]:
+    """Optional capabilities: each missing one disables a feature, never the host."""
+    displays = available_backends()
+    return [
+        Check(
+            "display xorg-dummy",
+            DisplayBackend.XORG_DUMMY in displays,
+            "Xorg with the dummy video driver"
+            if DisplayBackend.XORG_DUMMY in displays
+            else "missing — apt-get install xserver-xorg-video-dummy",
+        ),
+        Check(
+            "display xvfb",
+            DisplayBackend.XVFB in displays,
+            "Xvfb" if DisplayBackend.XVFB in displays else "missing — apt-get install xvfb",
+        ),
+        Check("display pattern", True, "built in (the embedded default)"),
+        _tool("audio", "pulseaudio", "pulseaudio", "per-session sinks; without it a test tone"),
+        _tool("edid-decode", "edid-decode", "edid-decode", "EDID verification in tests"),
+        _tool("c compiler", "gcc", "gcc", "builds the native FEC kernel"),
+        Check(
+            "fec native kernel",
+            importlib.util.find_spec("punktfunk.fec._gf8") is not None,
+            "built"
+            if importlib.util.find_spec("punktfunk.fec._gf8") is not None
+            else "not built — reinstall with gcc present (numpy fallback is slower)",
+        ),
+        Check(
+            "pyav",
+            importlib.util.find_spec("av") is not None,
+            "PyAV importable"
+            if importlib.util.find_spec("av") is not None
+            else "not installed — pip install av",
+        ),
+        Check(
+            "uinput",
+            Path("/dev/uinput").exists(),
+            "/dev/uinput present"
+            if Path("/dev/uinput").exists()
+            else "no /dev/uinput — virtual gamepads unavailable (kernel without uinput)",
+        ),
+    ]
+
+
+def run_doctor(loaded: LoadedConfig) -> int:
+    source = "found" if loaded.config_file_found else "not present, defaults apply"
+    print(f"settings     ok   host.env {loaded.config_file} ({source})")
+    try:
+        lines = self_check()
+    except AbiDriftError as exc:
+        print(f"driver ABI   FAIL {exc}")
+        return 1
+    print(f"driver ABI   ok   {lines[0]}")
+    for line in lines[1:]:
+        print(f"                  {line}")
+    for check in machine_checks():
+        print(f"{check.name:<18} {'ok  ' if check.ok else '--  '} {check.detail}")
+    print(
+        f"state dir    {loaded.config.state_dir} "
+        f"({'exists' if loaded.config.state_dir.is_dir() else 'created on first serve'})"
+    )
+    print(f"running as   {'root' if os.geteuid() == 0 else 'user ' + str(os.geteuid())}")
+    return 0

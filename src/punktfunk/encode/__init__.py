@@ -1,0 +1,1 @@
+"""Video encoding over PyAV/FFmpeg: hardware backends where they open, software otherwise."""

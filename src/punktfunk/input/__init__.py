@@ -1,0 +1,1 @@
+"""Input injection into a session's display, and virtual gamepads."""

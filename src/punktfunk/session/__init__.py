@@ -1,0 +1,1 @@
+"""Per-session resolution and the frame pipeline."""

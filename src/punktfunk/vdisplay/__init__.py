@@ -1,0 +1,1 @@
+"""Virtual displays: one monitor per client, owned by the driver process (`punktfunk vdisplay`)."""

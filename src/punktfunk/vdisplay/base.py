@@ -1,0 +1,121 @@
+"""The VirtualDisplay seam: what the host needs from any virtual-monitor backend.
+
+A session asks for a monitor at the client's exact mode and gets a `VirtualLease`; closing the
+lease releases the monitor (it may linger for a reconnect). A lease carries the monitor
+generation, so a stale lease can never tear down a newer monitor with the same id.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
+
+from ..proto.control import mode_error
+
+
+class DisplayBackend(StrEnum):
+    """Where a session's pixels come from. ATTACH streams an existing X display as is."""
+
+    XORG_DUMMY = "xorg-dummy"
+    XVFB = "xvfb"
+    PATTERN = "pattern"
+    ATTACH = "attach"
+
+    @property
+    def is_x11(self) -> bool:
+        return self is not DisplayBackend.PATTERN
+
+    @property
+    def has_driver(self) -> bool:
+        """Backends whose monitors the vdisplay driver process creates and publishes."""
+        return self is not DisplayBackend.ATTACH
+
+
+# auto picks the first of these that this machine can run.
+AUTO_ORDER = (DisplayBackend.XORG_DUMMY, DisplayBackend.XVFB, DisplayBackend.PATTERN)
+
+_DUMMY_DRIVER = Path("/usr/lib/xorg/modules/drivers/dummy_drv.so")
+
+
+def available_backends() -> frozenset[DisplayBackend]:
+    """Display backends whose programs are installed here (pattern and attach always are)."""
+    found = {DisplayBackend.PATTERN, DisplayBackend.ATTACH}
+    if shutil.which("Xvfb"):
+        found.add(DisplayBackend.XVFB)
+    if shutil.which("Xorg") and _DUMMY_DRIVER.exists():
+        found.add(DisplayBackend.XORG_DUMMY)
+    return frozenset(found)
+
+
+@dataclass(frozen=True)
+class DisplayMode:
+    width: int
+    height: int
+    refresh_hz: int
+
+    def error(self) -> str | None:
+        """Why this mode is out of bounds, or None."""
+        return mode_error(self.width, self.height, self.refresh_hz)
+
+    def __str__(self) -> str:
+        return f"{self.width}x{self.height}@{self.refresh_hz}"
+
+
+@dataclass(frozen=True)
+class MonitorRequest:
+    """What a session asks the driver for; `client_id` keeps a client on "its" monitor/EDID."""
+
+    mode: DisplayMode
+    hdr: bool
+    client_id: str
+
+
+@runtime_checkable
+class VirtualOutput(Protocol):
+    """One live virtual monitor."""
+
+    @property
+    def monitor_id(self) -> int: ...
+    @property
+    def generation(self) -> int: ...
+    @property
+    def display_name(self) -> str:
+        """X display name (e.g. ':37'), or a pattern monitor's label."""
+
+    @property
+    def mode(self) -> DisplayMode: ...
+    @property
+    def hdr(self) -> bool: ...
+    @property
+    def edid(self) -> bytes: ...
+
+
+@runtime_checkable
+class VirtualLease(Protocol):
+    """A session's hold on a monitor; `close()` (or leaving the with-block) releases it."""
+
+    @property
+    def output(self) -> VirtualOutput: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+@runtime_checkable
+class VirtualDisplay(Protocol):
+    """A source of virtual monitors (the host-side manager over the driver process)."""
+
+    @property
+    def backend(self) -> DisplayBackend: ...
+    def acquire(self, request: MonitorRequest) -> VirtualLease: ...
+    def set_render_adapter(self, adapter: str) -> None: ...
+    def close(self) -> None: ...

@@ -1,0 +1,111 @@
+"""The installed `punktfunk` command: help, config show, errors, unbuilt commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from punktfunk.cli import COMMANDS
+from punktfunk.config import KNOBS
+
+SUBCOMMANDS = [
+    "serve",
+    "demo",
+    "vdisplay",
+    "pair",
+    "probe",
+    "connect",
+    "service",
+    "doctor",
+    "config",
+]
+
+
+def test_help_lists_every_subcommand(run_cli) -> None:
+    out = run_cli("--help")
+    assert out.returncode == 0
+    for name in SUBCOMMANDS:
+        assert f"    {name}" in out.stdout
+
+
+@pytest.mark.parametrize("name", [c[0] for c in COMMANDS])
+def test_each_subcommand_explains_itself_and_takes_every_knob(run_cli, name: str) -> None:
+    out = run_cli(name, "--help")
+    assert out.returncode == 0
+    assert "--config PATH" in out.stdout
+    for knob in KNOBS.values():
+        assert knob.flag in out.stdout
+
+
+def test_config_show_lists_every_knob_with_value_and_source(run_cli, host_env: Path) -> None:
+    host_env.write_text("PUNKTFUNK_CODEC=hevc\n")
+    out = run_cli(
+        "config",
+        "show",
+        "--display",
+        "pattern",
+        "--gamestream",
+        env={"PUNKTFUNK_LOG_LEVEL": "debug"},
+    )
+    assert out.returncode == 0, out.stderr
+    rows = {
+        line.split()[0]: line.split()[1:]
+        for line in out.stdout.splitlines()
+        if not line.startswith("#")
+    }
+    assert set(rows) == set(KNOBS)
+    assert rows["display"] == ["pattern", "flag", "--display"]
+    assert rows["gamestream"] == ["true", "flag", "--gamestream"]
+    assert rows["log_level"] == ["debug", "env", "PUNKTFUNK_LOG_LEVEL"]
+    assert rows["codec"] == ["hevc", "host.env", f"{host_env}:1"]
+    assert rows["native_port"] == ["9777", "default"]
+    assert f"# host.env: {host_env} (found)" in out.stdout
+
+
+def test_bad_host_env_line_fails_with_file_line_and_allowed(run_cli, host_env: Path) -> None:
+    host_env.write_text("PUNKTFUNK_CAPTURE=auto\nPUNKTFUNK_ENCODER=quicksync\n")
+    out = run_cli("config", "show")
+    assert out.returncode == 1
+    assert f"{host_env}:2" in out.stderr
+    assert "'quicksync'" in out.stderr
+    assert "auto|nvenc|vaapi|qsv|amf|software" in out.stderr
+    assert out.stdout == ""
+
+
+def test_bad_flag_is_a_config_error(run_cli) -> None:
+    out = run_cli("doctor", "--pipeline-depth", "9")
+    assert out.returncode == 1 and "flag --pipeline-depth" in out.stderr and "1..2" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "name", ["serve", "demo", "vdisplay", "pair", "probe", "connect", "service"]
+)
+def test_unbuilt_commands_say_so_and_exit_2(run_cli, name: str) -> None:
+    out = run_cli(name)
+    assert out.returncode == 2
+    assert "not built yet" in out.stderr
+    assert out.stdout == ""
+
+
+def test_doctor_runs_the_abi_self_check(run_cli) -> None:
+    out = run_cli("doctor")
+    assert out.returncode == 0, out.stderr
+    assert "driver ABI" in out.stdout and "PadShm 256 B, device_type at 140" in out.stdout
+    assert "display pattern" in out.stdout
+
+
+def test_unknown_subcommand_is_a_usage_error(run_cli) -> None:
+    out = run_cli("stream")
+    assert out.returncode == 2 and "invalid choice" in out.stderr
+
+
+def test_readme_documents_every_knob_and_ci_runs_its_test_command() -> None:
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    for knob in KNOBS.values():
+        assert f"| `{knob.name}` |" in readme, knob.name
+        assert knob.allowed.replace("|", "\\|") in readme or knob.name == "state_dir"
+    test_command = "./scripts/test.sh"
+    assert test_command in readme.split("```")[1]
+    assert test_command in (root / ".ci" / "run").read_text()
