@@ -75,22 +75,24 @@ def machine_checks() -> list[Check]:
     ]
 
 
+def _row(name: str, status: str, detail: str) -> None:
+    print(f"{name:<18} {status:<4} {detail}")
+
+
 def run_doctor(loaded: LoadedConfig) -> int:
     source = "found" if loaded.config_file_found else "not present, defaults apply"
-    print(f"settings     ok   host.env {loaded.config_file} ({source})")
+    _row("settings", "ok", f"host.env {loaded.config_file} ({source})")
     try:
         lines = self_check()
     except AbiDriftError as exc:
-        print(f"driver ABI   FAIL {exc}")
+        _row("driver ABI", "FAIL", str(exc))
         return 1
-    print(f"driver ABI   ok   {lines[0]}")
+    _row("driver ABI", "ok", lines[0])
     for line in lines[1:]:
-        print(f"                  {line}")
+        _row("", "", line)
     for check in machine_checks():
-        print(f"{check.name:<18} {'ok  ' if check.ok else '--  '} {check.detail}")
-    print(
-        f"state dir    {loaded.config.state_dir} "
-        f"({'exists' if loaded.config.state_dir.is_dir() else 'created on first serve'})"
-    )
-    print(f"running as   {'root' if os.geteuid() == 0 else 'user ' + str(os.geteuid())}")
+        _row(check.name, "ok" if check.ok else "--", check.detail)
+    state = loaded.config.state_dir
+    _row("state dir", "", f"{state} ({'exists' if state.is_dir() else 'created on first serve'})")
+    _row("running as", "", "root" if os.geteuid() == 0 else f"uid {os.geteuid()}")
     return 0
