@@ -9,12 +9,15 @@ module reads the environment for settings.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .apps import parse_apps
 
 ENV_PREFIX = "PUNKTFUNK_"
 CONFIG_ENV = "PUNKTFUNK_CONFIG"
@@ -35,6 +38,7 @@ class Knob:
     allowed: str
     help: str
     is_bool: bool = False
+    flag_name: str = ""  # a shorter flag than the one derived from the name
 
     @property
     def env(self) -> str:
@@ -42,7 +46,7 @@ class Knob:
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return self.flag_name or "--" + self.name.replace("_", "-")
 
 
 # --- value parsers ----------------------------------------------------------------------------
@@ -107,6 +111,30 @@ def _adapter(text: str) -> str:
     raise ValueError("not a render adapter")
 
 
+_PIN = re.compile(r"^(\d{4,8})?$")
+
+
+def _pin(text: str) -> str:
+    value = text.strip()
+    if not _PIN.match(value):
+        raise ValueError("not 4-8 digits")
+    return value
+
+
+def _bind(text: str) -> str:
+    value = text.strip()
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        raise ValueError("not an IPv4 address") from None
+    return value
+
+
+def _apps(text: str) -> str:
+    parse_apps(text)
+    return text.strip()
+
+
 def _directory(text: str) -> Path:
     value = text.strip()
     if not value:
@@ -136,13 +164,14 @@ def _knob(
     help: str,
     *,
     is_bool: bool = False,
+    flag: str = "",
     default_factory: Callable[[], Any] | None = None,
 ) -> Any:
     """Declare a HostConfig field together with its knob (the name is filled in from the field).
 
     `default_factory` is for defaults that depend on who runs the host (e.g. the state dir).
     """
-    meta = {"knob": Knob("", parse, default, allowed, help, is_bool)}
+    meta = {"knob": Knob("", parse, default, allowed, help, is_bool, flag)}
     if default_factory is not None:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=parse(default), metadata=meta)
@@ -211,6 +240,26 @@ class HostConfig:
         "47989",
         "1029..65514",
         "GameStream base port (HTTP); HTTPS, RTSP, video, control and audio follow from it",
+    )
+    bind_address: str = _knob(
+        _bind,
+        "0.0.0.0",
+        "an IPv4 address",
+        "address every listener binds to (0.0.0.0: all interfaces)",
+    )
+    pair_pin: str = _knob(
+        _pin,
+        "",
+        "empty or 4-8 digits",
+        "accept GameStream pairing with this PIN without asking (automation); empty: enter "
+        "each PIN with `punktfunk pair <PIN>`",
+        flag="--pin",
+    )
+    apps: str = _knob(
+        _apps,
+        "",
+        "Title=command; Title2=command ...",
+        "extra GameStream apps besides Desktop, each a command run on the session's display",
     )
     native_port: int = _knob(
         _integer(1, 65535), "9777", "1..65535", "UDP port of the native punktfunk/2 protocol"

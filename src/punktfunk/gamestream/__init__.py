@@ -1,0 +1,1 @@
+"""GameStream (Moonlight) host: sans-I/O protocol cores plus thin socket shells."""

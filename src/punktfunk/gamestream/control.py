@@ -1,0 +1,128 @@
+"""GameStream control messages, sans-I/O: the encrypted v2 envelope and the typed payloads.
+
+Every ENet packet on the control channel is `LE16 0x0001, LE16 length, LE32 seq, tag16,
+AES-128-GCM(LE16 type, LE16 payload length, payload)` with IV = LE32 seq, 6 zero bytes, a
+direction byte ('C' from the client, 'H' from the host) and 'C'. Each direction counts from 0;
+receivers accept any seq. A message that fails authentication is dropped, never parsed.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+ENVELOPE = 0x0001
+ENVELOPE_HEADER = 24  # type, length, seq, tag
+TERMINATION_GRACEFUL = 0x80030023
+
+
+class ControlError(ValueError):
+    """A control packet that is not a valid encrypted message."""
+
+
+class MsgType(IntEnum):
+    # client -> host
+    START_A = 0x0305
+    START_B = 0x0307
+    IDR_REQUEST = 0x0302
+    RFI = 0x0301
+    LTR_ACK = 0x0350
+    PING = 0x0200
+    LOSS_STATS = 0x0201
+    INPUT = 0x0206
+    FRAME_STATS = 0x0204
+    FEC_STATUS = 0x5502  # also RGB_LED host -> client; meaning is directional
+    # host -> client
+    RUMBLE = 0x010B
+    TERMINATION = 0x0109
+    HDR_MODE = 0x010E
+    RUMBLE_TRIGGERS = 0x5500
+    MOTION_EVENT = 0x5501
+    ADAPTIVE_TRIGGERS = 0x5503
+
+
+RGB_LED = 0x5502
+
+
+@dataclass(frozen=True)
+class ControlMessage:
+    type: int
+    payload: bytes
+
+
+class ControlCipher:
+    """Seals host messages and opens client messages for one session's key."""
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key)
+        self._send_seq = 0
+
+    @staticmethod
+    def _iv(seq: int, direction: bytes) -> bytes:
+        return struct.pack("<I", seq) + bytes(6) + direction + b"C"
+
+    def open(self, packet: bytes) -> ControlMessage:
+        if len(packet) < ENVELOPE_HEADER + 4:
+            raise ControlError(f"control packet of {len(packet)} bytes is too short")
+        kind, length, seq = struct.unpack_from("<HHI", packet)
+        if kind != ENVELOPE:
+            raise ControlError(f"unencrypted control packet type 0x{kind:04x}")
+        if length != len(packet) - 4:
+            raise ControlError(f"envelope length {length} != {len(packet) - 4}")
+        tag, ciphertext = packet[8:24], packet[24:]
+        try:
+            plain = self._aead.decrypt(self._iv(seq, b"C"), ciphertext + tag, None)
+        except InvalidTag:
+            raise ControlError("control packet failed authentication") from None
+        msg_type, payload_len = struct.unpack_from("<HH", plain)
+        return ControlMessage(msg_type, plain[4 : 4 + payload_len])
+
+    def seal(self, msg_type: int, payload: bytes) -> bytes:
+        plain = struct.pack("<HH", msg_type, len(payload)) + payload
+        sealed = self._aead.encrypt(self._iv(self._send_seq, b"H"), plain, None)
+        header = struct.pack("<HHI", ENVELOPE, 4 + 16 + len(plain), self._send_seq)
+        self._send_seq += 1
+        return header + sealed[-16:] + sealed[:-16]
+
+
+def parse_rfi(payload: bytes) -> tuple[int, int]:
+    """RFI request -> (first, last) frame indices (two LE i64 at 0 and 8)."""
+    if len(payload) < 16:
+        raise ControlError(f"RFI payload of {len(payload)} bytes")
+    first, last = struct.unpack_from("<qq", payload)
+    return first, last
+
+
+def termination(code: int = TERMINATION_GRACEFUL) -> tuple[int, bytes]:
+    return MsgType.TERMINATION, struct.pack(">I", code)
+
+
+def rumble(controller: int, low: int, high: int) -> tuple[int, bytes]:
+    return MsgType.RUMBLE, struct.pack("<IHHH", 0, controller, low, high)
+
+
+def rumble_triggers(controller: int, left: int, right: int) -> tuple[int, bytes]:
+    return MsgType.RUMBLE_TRIGGERS, struct.pack("<HHH", controller, left, right)
+
+
+def rgb_led(controller: int, r: int, g: int, b: int) -> tuple[int, bytes]:
+    return RGB_LED, struct.pack("<HBBB", controller, r, g, b)
+
+
+def adaptive_triggers(
+    controller: int, flags: int, type_left: int, type_right: int, left: bytes, right: bytes
+) -> tuple[int, bytes]:
+    return MsgType.ADAPTIVE_TRIGGERS, struct.pack(
+        "<HBBB10s10s", controller, flags, type_left, type_right, left, right
+    )
+
+
+def hdr_mode(enabled: bool, meta: tuple[int, ...] | None = None) -> tuple[int, bytes]:
+    """HDR on/off plus SS_HDR_METADATA's 13 LE16 fields: 3 primaries (x, y each), white point
+    (x, y), max/min display luminance, MaxCLL, MaxFALL, max full-frame luminance."""
+    values = meta if meta is not None else (0,) * 13
+    return MsgType.HDR_MODE, struct.pack("<B13H", 1 if enabled else 0, *values)

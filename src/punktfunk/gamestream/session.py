@@ -1,0 +1,276 @@
+"""One Moonlight client's stream: from its ANNOUNCE to its end.
+
+The session owns its video source (monitor + capturer + encoder), the video pipeline, the audio
+thread and the input thread. Media flows once the client has pinged the media ports; control
+messages (IDR/RFI requests, input, keep-alive pings) arrive from the ENet thread and are handed
+off without blocking it. A session ends on cancel, ENet disconnect, 10 s without control
+traffic, a dead pipeline or host shutdown - always with one logged reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import secrets
+import struct
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from ..encode.base import EncodedFrame, FrameType
+from ..log import event
+from ..session.pipeline import MediaSink, VideoPipeline
+from ..session.source import SessionServices, VideoSource
+from ..session.stats import StageStats
+from .audio import AudioPacketizer
+from .control import ControlCipher, ControlError, MsgType, parse_rfi, termination
+from .input import InputError, InputRouter, parse_input
+from .media import MediaPort
+from .nvhttp import LaunchParams
+from .rtsp import ENC_AUDIO, ENC_VIDEO, Negotiation, RtspCipher
+from .video import FrameKind, VideoPacketizer
+
+_log = logging.getLogger("punktfunk.gamestream.session")
+
+CONTROL_TIMEOUT_S = 10.0
+INPUT_QUEUE = 256
+FEC_PERCENTAGE = 20
+
+
+@dataclass
+class PendingLaunch:
+    """A /launch or /resume waiting for the client's RTSP handshake."""
+
+    client_fp: str
+    client_name: str
+    client_ip: str
+    params: LaunchParams
+    created: float = field(default_factory=time.monotonic)
+    ping_payload: bytes = field(default_factory=lambda: secrets.token_hex(8).upper().encode())
+    connect_data: int = field(default_factory=lambda: secrets.randbits(32))
+    announced: bool = False
+    # One cipher for the whole handshake: its reply counter must keep counting across the
+    # per-request TCP connections, or GCM nonces would repeat.
+    rtsp_cipher: RtspCipher | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rtsp_cipher = RtspCipher(self.params.ri_key) if self.params.core_version >= 1 else None
+
+
+class _VideoSink(MediaSink):
+    def __init__(self, session: StreamSession, packetizer: VideoPacketizer) -> None:
+        self._session = session
+        self._packetizer = packetizer
+        self._epoch = time.monotonic_ns()
+
+    def packetize(self, frame: EncodedFrame, latency_01ms: int) -> Sequence[bytes]:
+        kind = FrameKind.IDR if frame.frame_type is FrameType.IDR else FrameKind.P
+        ts = ((frame.capture_ns - self._epoch) * 90_000 // 1_000_000_000) & 0xFFFFFFFF
+        return self._packetizer.packetize(frame.data, kind, ts, latency_01ms)
+
+    def transmit(self, datagrams: Sequence[bytes]) -> None:
+        addr = self._session.video_addr
+        if addr is not None:
+            self._session.video_port.send(datagrams, addr)
+
+
+class StreamSession:
+    def __init__(
+        self,
+        launch: PendingLaunch,
+        negotiation: Negotiation,
+        services: SessionServices,
+        video_port: MediaPort,
+        audio_port: MediaPort,
+        send_control: Callable[[int, bytes], None],
+        on_end: Callable[[StreamSession, str], None],
+        opus_factory: Callable[[int, int, int], Callable[[bytes], bytes]] | None,
+    ) -> None:
+        self.launch = launch
+        self.negotiation = negotiation
+        self.video_port = video_port
+        self.audio_port = audio_port
+        self.video_addr: tuple[str, int] | None = None
+        self.audio_addr: tuple[str, int] | None = None
+        self.control_peer: int | None = None
+        self.stats = StageStats()
+        self._services = services
+        self._send_control = send_control
+        self._on_end = on_end
+        self._opus_factory = opus_factory
+        self._cipher = ControlCipher(launch.params.ri_key)
+        self._control_lock = threading.Lock()
+        self._last_control = time.monotonic()
+        self._ended = threading.Event()
+        self._lock = threading.Lock()
+        self._source: VideoSource | None = None
+        self._pipeline: VideoPipeline | None = None
+        self._inputs: queue.Queue[bytes | None] = queue.Queue(maxsize=INPUT_QUEUE)
+        self._threads: list[threading.Thread] = []
+        self.name = f"gs-{launch.client_name}-{launch.connect_data & 0xFFFF:04x}"
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self, source: VideoSource) -> None:
+        """Called at ANNOUNCE with the opened video source; media waits for the client's pings."""
+        self._source = source
+        n = self.negotiation
+        key = self.launch.params.ri_key
+        packetizer = VideoPacketizer(
+            n.packet_size,
+            FEC_PERCENTAGE,
+            n.min_fec_packets,
+            key if n.encryption & ENC_VIDEO else None,
+        )
+        self._pipeline = VideoPipeline(
+            source.capturer,
+            source.encoder,
+            _VideoSink(self, packetizer),
+            fps=n.fps,
+            depth=source.plan.pipeline_depth,
+            stats=self.stats,
+            on_fatal=lambda reason: self.end(f"video pipeline: {reason}"),
+        )
+        router = InputRouter(self._services.open_input(source), self._services.open_pads(self.name))
+        self._spawn(self._input_loop, "input", router)
+        event(
+            _log,
+            "session.start",
+            session=self.name,
+            client=self.launch.client_name,
+            mode=f"{n.width}x{n.height}@{n.fps}",
+            codec=source.plan.codec,
+            hdr=source.plan.hdr,
+            encrypted_video=bool(n.encryption & ENC_VIDEO),
+            encrypted_audio=bool(n.encryption & ENC_AUDIO),
+        )
+
+    def _spawn(self, target: Callable[..., None], name: str, *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, name=f"{self.name}-{name}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def end(self, reason: str, notify_client: bool = False) -> None:
+        """Stop everything once; later calls are no-ops."""
+        with self._lock:
+            if self._ended.is_set():
+                return
+            self._ended.set()
+        if notify_client and self.control_peer is not None:
+            self.send_message(*termination())
+        if self._pipeline is not None:
+            self._pipeline.stop()
+        self._inputs.put(None)
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=5)
+        if self._source is not None:
+            self._source.close()
+        snapshot = self.stats.snapshot()
+        event(
+            _log,
+            "session.end",
+            session=self.name,
+            reason=reason,
+            frames=self.stats.counter("frames"),
+            host_latency=snapshot["stages"].get("host_latency", {}),
+        )
+        self._on_end(self, reason)
+
+    @property
+    def ended(self) -> bool:
+        return self._ended.is_set()
+
+    def control_idle_s(self) -> float:
+        return time.monotonic() - self._last_control
+
+    # --- media ----------------------------------------------------------------------------
+
+    def on_video_ping(self, addr: tuple[str, int]) -> None:
+        first = self.video_addr is None
+        self.video_addr = addr
+        if first and self._pipeline is not None and not self.ended:
+            event(_log, "session.video_flowing", session=self.name, client=f"{addr[0]}:{addr[1]}")
+            self._pipeline.start()
+            self._pipeline.request_keyframe()
+
+    def on_audio_ping(self, addr: tuple[str, int]) -> None:
+        first = self.audio_addr is None
+        self.audio_addr = addr
+        if first and not self.ended and self._opus_factory is not None:
+            self._spawn(self._audio_loop, "audio")
+
+    def _audio_loop(self) -> None:
+        n = self.negotiation
+        channels = n.audio_channels
+        capturer = self._services.open_audio(channels, self.name)
+        bitrate = (512_000 if n.audio_high_quality else 96_000) * max(1, channels // 2)
+        assert self._opus_factory is not None
+        encode = self._opus_factory(channels, bitrate, n.audio_packet_ms)
+        key = self.launch.params.ri_key if n.encryption & ENC_AUDIO else None
+        packetizer = AudioPacketizer(key, self.launch.params.ri_key_id, n.audio_packet_ms)
+        try:
+            while not self.ended:
+                chunk = capturer.read(timeout=0.1)
+                if chunk is None or self.audio_addr is None:
+                    continue
+                opus = encode(chunk.pcm)
+                if opus:
+                    self.audio_port.send(packetizer.packetize(opus), self.audio_addr)
+        finally:
+            capturer.close()
+
+    # --- control --------------------------------------------------------------------------
+
+    def send_message(self, msg_type: int, payload: bytes) -> None:
+        if self.control_peer is None:
+            return
+        with self._control_lock:
+            packet = self._cipher.seal(msg_type, payload)
+        self._send_control(self.control_peer, packet)
+
+    def on_control_packet(self, packet: bytes) -> None:
+        """Runs on the ENet thread: decode and hand off, never block."""
+        try:
+            msg = self._cipher.open(packet)
+        except ControlError as exc:
+            self.stats.count("control_rejected")
+            event(_log, "control.rejected", logging.WARNING, session=self.name, reason=exc)
+            return
+        self._last_control = time.monotonic()
+        pipeline = self._pipeline
+        if msg.type == MsgType.INPUT:
+            try:
+                self._inputs.put_nowait(msg.payload)
+            except queue.Full:
+                self.stats.count("input_dropped")
+        elif msg.type == MsgType.IDR_REQUEST and pipeline is not None:
+            pipeline.request_keyframe()
+        elif msg.type == MsgType.RFI and pipeline is not None:
+            try:
+                first, last = parse_rfi(msg.payload)
+            except ControlError as exc:
+                event(_log, "control.rejected", logging.WARNING, session=self.name, reason=exc)
+                return
+            pipeline.invalidate_ref_frames(first, last)
+        elif msg.type == MsgType.FEC_STATUS:
+            self.stats.count("fec_status_reports")
+        elif msg.type == MsgType.LOSS_STATS and len(msg.payload) >= 4:
+            self.stats.count("loss_reports")
+            self.stats.count("client_lost_frames", struct.unpack_from("<I", msg.payload)[0])
+
+    def _input_loop(self, router: InputRouter) -> None:
+        while True:
+            payload = self._inputs.get()
+            if payload is None:
+                break
+            try:
+                router.apply(parse_input(payload))
+            except InputError as exc:
+                self.stats.count("input_rejected")
+                event(_log, "input.rejected", logging.DEBUG, session=self.name, reason=exc)
+            except Exception as exc:  # an injection backend error drops this event only
+                self.stats.count("input_failed")
+                event(_log, "input.failed", logging.WARNING, session=self.name, reason=repr(exc))
+        router.close()

@@ -1,0 +1,1 @@
+"""Running the host as a service: the local admin socket, supervision, systemd."""
