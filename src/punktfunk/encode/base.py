@@ -85,8 +85,9 @@ class Encoder(Protocol):
     def submit(self, frame: CapturedFrame) -> None:
         """Queue a frame; a new size, format or HDR state re-inits the encoder (IDR next)."""
 
-    def poll(self) -> list[EncodedFrame]:
-        """Access units finished since the last poll, in order."""
+    def poll(self, timeout: float = 0.0) -> list[EncodedFrame]:
+        """Access units finished since the last poll, in order; waits up to `timeout` s while
+        a submitted frame is still being encoded (so another thread can collect output)."""
 
     def request_keyframe(self) -> None: ...
     def invalidate_ref_frames(self, first: int, last: int) -> None:

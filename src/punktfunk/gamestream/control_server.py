@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import queue
+import select
 import threading
 from collections.abc import Callable
 
@@ -83,10 +84,14 @@ class ControlServer:
             peer.send(channel, enet.Packet(payload, flags))
 
     def _loop(self) -> None:
+        fd = self._host.socket.fileno()
         while not self._stop.is_set():
             self._drain_outbox()
-            ev = self._host.service(SERVICE_MS)
-            while ev.type != enet.EVENT_TYPE_NONE:
+            # pyenet's service() holds the GIL while it waits, which would stall every media
+            # thread; wait in select() (which releases it) and only poll ENet non-blocking.
+            select.select([fd], [], [], SERVICE_MS / 1000)
+            ev = self._host.service(0)
+            while ev is not None and ev.type != enet.EVENT_TYPE_NONE:
                 self._dispatch(ev)
                 ev = self._host.check_events()
             self._host.flush()

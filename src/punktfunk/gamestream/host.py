@@ -93,7 +93,7 @@ class GameStreamHost:
         ports: HostPorts,
         bind: str = "0.0.0.0",
         apps: AppList | None = None,
-        opus_factory: Callable[[int, int, int], Callable[[bytes], bytes]] | None = None,
+        opus_factory: Callable[[int, bool, int], Callable[[bytes], bytes]] | None = None,
     ) -> None:
         self.services = services
         self.trust = TrustStore(state_dir / "gamestream" / "clients")

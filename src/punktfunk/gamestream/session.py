@@ -85,7 +85,7 @@ class StreamSession:
         audio_port: MediaPort,
         send_control: Callable[[int, bytes], None],
         on_end: Callable[[StreamSession, str], None],
-        opus_factory: Callable[[int, int, int], Callable[[bytes], bytes]] | None,
+        opus_factory: Callable[[int, bool, int], Callable[[bytes], bytes]] | None,
     ) -> None:
         self.launch = launch
         self.negotiation = negotiation
@@ -179,6 +179,10 @@ class StreamSession:
         self._on_end(self, reason)
 
     @property
+    def display_name(self) -> str:
+        return self._source.display_name if self._source is not None else ""
+
+    @property
     def ended(self) -> bool:
         return self._ended.is_set()
 
@@ -203,20 +207,22 @@ class StreamSession:
 
     def _audio_loop(self) -> None:
         n = self.negotiation
-        channels = n.audio_channels
-        capturer = self._services.open_audio(channels, self.name)
-        bitrate = (512_000 if n.audio_high_quality else 96_000) * max(1, channels // 2)
+        capturer = self._services.open_audio(n.audio_channels, self.name)
         assert self._opus_factory is not None
-        encode = self._opus_factory(channels, bitrate, n.audio_packet_ms)
+        encode = self._opus_factory(n.audio_channels, n.audio_high_quality, n.audio_packet_ms)
         key = self.launch.params.ri_key if n.encryption & ENC_AUDIO else None
         packetizer = AudioPacketizer(key, self.launch.params.ri_key_id, n.audio_packet_ms)
+        frame_bytes = 48 * n.audio_packet_ms * n.audio_channels * 2
+        pending = b""
         try:
             while not self.ended:
                 chunk = capturer.read(timeout=0.1)
                 if chunk is None or self.audio_addr is None:
                     continue
-                opus = encode(chunk.pcm)
-                if opus:
+                pending += chunk.pcm  # capture chunks are 5 ms; a packet may be 10 ms
+                while len(pending) >= frame_bytes:
+                    opus = encode(pending[:frame_bytes])
+                    pending = pending[frame_bytes:]
                     self.audio_port.send(packetizer.packetize(opus), self.audio_addr)
         finally:
             capturer.close()

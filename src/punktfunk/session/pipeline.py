@@ -84,7 +84,7 @@ class VideoPipeline:
         self._clock = clock
         self._pacing = PacingState(rate_bps)
         self._captured: queue.Queue[CapturedFrame] = queue.Queue(maxsize=max(1, depth))
-        self._encoded: queue.Queue[EncodedFrame] = queue.Queue(maxsize=max(2, depth * 2))
+        self._submitted = threading.Event()
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._guard, args=(self._capture_loop,), name="capture"),
@@ -102,7 +102,7 @@ class VideoPipeline:
     def stop(self) -> None:
         self._stop.set()
         for thread in self._threads:
-            if thread is not threading.current_thread():
+            if thread.ident is not None and thread is not threading.current_thread():
                 thread.join(timeout=5)
 
     @property
@@ -114,12 +114,10 @@ class VideoPipeline:
         self.stats.count("keyframe_requests")
 
     def invalidate_ref_frames(self, first: int, last: int) -> None:
-        """Loss recovery: true RFI where the encoder can, otherwise an IDR."""
-        if self.encoder.caps.supports_rfi:
-            self.encoder.invalidate_ref_frames(first, last)
-            self.stats.count("rfi")
-        else:
-            self.request_keyframe()
+        """Loss recovery: the encoder invalidates the references where it can (caps say so)
+        and otherwise sends one IDR per loss, however many reports name it."""
+        self.encoder.invalidate_ref_frames(first, last)
+        self.stats.count("rfi" if self.encoder.caps.supports_rfi else "loss_idr_requests")
 
     # --- stages ---------------------------------------------------------------------------
 
@@ -157,28 +155,33 @@ class VideoPipeline:
                 frame = self._captured.get(timeout=0.1)
             except queue.Empty:
                 continue
-            start = self._clock()
-            self.stats.record("queue_wait", start - frame.capture_ns)
+            self.stats.record("queue_wait", self._clock() - frame.capture_ns)
             self.encoder.submit(frame)
-            for encoded in self.encoder.poll():
-                self.stats.record("encode", encoded.encode_done_ns - start)
-                _drop_oldest_put(self._encoded, encoded, self.stats, "dropped_encoded")
+            self._submitted.set()
 
     def _send_loop(self) -> None:
+        """Collects encoder output as soon as it exists (the encoder may finish frames on its
+        own threads) and puts it on the wire."""
         while not self._stop.is_set():
-            try:
-                frame = self._encoded.get(timeout=0.1)
-            except queue.Empty:
+            frames = self.encoder.poll(timeout=0.05)
+            if not frames:
+                self._submitted.wait(0.05)
+                self._submitted.clear()
                 continue
-            start = self._clock()
-            latency_01ms = max(0, (start - frame.capture_ns) // 100_000)
-            datagrams = self.sink.packetize(frame, latency_01ms)
-            self._paced_transmit(datagrams)
-            done = self._clock()
-            self.stats.record("send", done - start)
-            self.stats.record("host_latency", done - frame.capture_ns)
-            self.stats.count("frames")
-            self.stats.count("bytes", sum(len(d) for d in datagrams))
+            for frame in frames:
+                self._send(frame)
+
+    def _send(self, frame: EncodedFrame) -> None:
+        start = self._clock()
+        self.stats.record("capture_to_encoded", frame.encode_done_ns - frame.capture_ns)
+        latency_01ms = max(0, (start - frame.capture_ns) // 100_000)
+        datagrams = self.sink.packetize(frame, latency_01ms)
+        self._paced_transmit(datagrams)
+        done = self._clock()
+        self.stats.record("send", done - start)
+        self.stats.record("host_latency", done - frame.capture_ns)
+        self.stats.count("frames")
+        self.stats.count("bytes", sum(len(d) for d in datagrams))
 
     def _paced_transmit(self, datagrams: Sequence[bytes]) -> None:
         """Microbursts of <= BURST_BYTES, spaced so the average stays at the pacing rate."""

@@ -1,0 +1,164 @@
+"""Windows virtual-key codes (what GameStream clients send) as X keysyms.
+
+A VK names a key by its meaning on a US layout. Each entry lists candidate keysyms, preferred
+first: the injector presses the first one the display's keymap produces without modifiers, and
+otherwise binds the first one (with its US shifted keysym) to a spare keycode. Modifier VKs have
+alternatives so that, e.g., right Alt becomes AltGr on layouts that have no Alt_R.
+"""
+
+from __future__ import annotations
+
+from Xlib import XK
+
+XK.load_keysym_group("xf86")
+XK.load_keysym_group("xkb")  # ISO_Level3_Shift
+
+# GameStream modifier flags sent with every key event.
+MOD_SHIFT = 0x01
+MOD_CTRL = 0x02
+MOD_ALT = 0x04
+MOD_META = 0x08
+
+_NAMED: dict[int, tuple[str, ...]] = {
+    0x08: ("BackSpace",),
+    0x09: ("Tab",),
+    0x0C: ("Clear",),
+    0x0D: ("Return",),
+    0x10: ("Shift_L",),
+    0x11: ("Control_L",),
+    0x12: ("Alt_L",),
+    0x13: ("Pause",),
+    0x14: ("Caps_Lock",),
+    0x1B: ("Escape",),
+    0x1C: ("Henkan",),
+    0x1D: ("Muhenkan",),
+    0x20: ("space",),
+    0x21: ("Prior",),
+    0x22: ("Next",),
+    0x23: ("End",),
+    0x24: ("Home",),
+    0x25: ("Left",),
+    0x26: ("Up",),
+    0x27: ("Right",),
+    0x28: ("Down",),
+    0x29: ("Select",),
+    0x2A: ("Print",),
+    0x2B: ("Execute",),
+    0x2C: ("Print",),
+    0x2D: ("Insert",),
+    0x2E: ("Delete",),
+    0x2F: ("Help",),
+    0x5B: ("Super_L",),
+    0x5C: ("Super_R", "Super_L"),
+    0x5D: ("Menu",),
+    0x5F: ("XF86_Sleep",),
+    0x6A: ("KP_Multiply",),
+    0x6B: ("KP_Add",),
+    0x6C: ("KP_Separator",),
+    0x6D: ("KP_Subtract",),
+    0x6E: ("KP_Decimal",),
+    0x6F: ("KP_Divide",),
+    0x90: ("Num_Lock",),
+    0x91: ("Scroll_Lock",),
+    0xA0: ("Shift_L",),
+    0xA1: ("Shift_R", "Shift_L"),
+    0xA2: ("Control_L",),
+    0xA3: ("Control_R", "Control_L"),
+    0xA4: ("Alt_L",),
+    0xA5: ("Alt_R", "ISO_Level3_Shift", "Alt_L"),
+    0xA6: ("XF86_Back",),
+    0xA7: ("XF86_Forward",),
+    0xA8: ("XF86_Refresh",),
+    0xA9: ("XF86_Stop",),
+    0xAA: ("XF86_Search",),
+    0xAB: ("XF86_Favorites",),
+    0xAC: ("XF86_HomePage",),
+    0xAD: ("XF86_AudioMute",),
+    0xAE: ("XF86_AudioLowerVolume",),
+    0xAF: ("XF86_AudioRaiseVolume",),
+    0xB0: ("XF86_AudioNext",),
+    0xB1: ("XF86_AudioPrev",),
+    0xB2: ("XF86_AudioStop",),
+    0xB3: ("XF86_AudioPlay",),
+    0xB4: ("XF86_Mail",),
+}
+
+# Printable keys: (unshifted, shifted) as on a US keyboard.
+_PAIRS: dict[int, tuple[str, str]] = {
+    0x30: ("0", "parenright"),
+    0x31: ("1", "exclam"),
+    0x32: ("2", "at"),
+    0x33: ("3", "numbersign"),
+    0x34: ("4", "dollar"),
+    0x35: ("5", "percent"),
+    0x36: ("6", "asciicircum"),
+    0x37: ("7", "ampersand"),
+    0x38: ("8", "asterisk"),
+    0x39: ("9", "parenleft"),
+    0xBA: ("semicolon", "colon"),
+    0xBB: ("equal", "plus"),
+    0xBC: ("comma", "less"),
+    0xBD: ("minus", "underscore"),
+    0xBE: ("period", "greater"),
+    0xBF: ("slash", "question"),
+    0xC0: ("grave", "asciitilde"),
+    0xDB: ("bracketleft", "braceleft"),
+    0xDC: ("backslash", "bar"),
+    0xDD: ("bracketright", "braceright"),
+    0xDE: ("apostrophe", "quotedbl"),
+    0xE2: ("less", "greater"),
+}
+
+
+def _sym(name: str) -> int:
+    keysym = XK.string_to_keysym(name)
+    if keysym == XK.NoSymbol:
+        raise ValueError(f"unknown keysym name {name!r}")
+    return keysym
+
+
+def _build() -> dict[int, tuple[tuple[int, ...], int]]:
+    table: dict[int, tuple[tuple[int, ...], int]] = {}
+    for vk, names in _NAMED.items():
+        syms = tuple(_sym(n) for n in names)
+        table[vk] = (syms, syms[0])
+    for vk, (plain, shifted) in _PAIRS.items():
+        table[vk] = ((_sym(plain),), _sym(shifted))
+    for i in range(26):  # VK_A..VK_Z
+        table[0x41 + i] = ((ord("a") + i,), ord("A") + i)
+    for i in range(10):  # VK_NUMPAD0..9 (sent only while NumLock is on)
+        kp = _sym(f"KP_{i}")
+        table[0x60 + i] = ((kp,), kp)
+    for i in range(24):  # VK_F1..VK_F24
+        fk = _sym(f"F{i + 1}")
+        table[0x70 + i] = ((fk,), fk)
+    return table
+
+
+# VK -> (candidate keysyms, preferred first; the US shifted keysym for a spare binding)
+VK_KEYSYMS = _build()
+
+# Modifier flag -> the keysyms that count as holding it, and the one to press to sync it.
+MODIFIER_KEYSYMS: dict[int, tuple[frozenset[int], int]] = {
+    MOD_SHIFT: (frozenset({_sym("Shift_L"), _sym("Shift_R")}), _sym("Shift_L")),
+    MOD_CTRL: (frozenset({_sym("Control_L"), _sym("Control_R")}), _sym("Control_L")),
+    MOD_ALT: (frozenset({_sym("Alt_L"), _sym("Alt_R")}), _sym("Alt_L")),
+    MOD_META: (frozenset({_sym("Super_L"), _sym("Super_R")}), _sym("Super_L")),
+}
+ALL_MODIFIER_KEYSYMS = frozenset().union(*(syms for syms, _ in MODIFIER_KEYSYMS.values())) | {
+    _sym("ISO_Level3_Shift")
+}
+
+
+def char_keysym(char: str) -> int:
+    """The keysym that types `char`: Latin-1 keysyms equal the code point, others are Unicode."""
+    cp = ord(char)
+    if char == "\n" or char == "\r":
+        return _sym("Return")
+    if char == "\t":
+        return _sym("Tab")
+    if char == "\b":
+        return _sym("BackSpace")
+    if 0x20 <= cp <= 0x7E or 0xA0 <= cp <= 0xFF:
+        return cp
+    return 0x01000000 + cp
