@@ -78,9 +78,7 @@ def test_bad_flag_is_a_config_error(run_cli) -> None:
     assert out.returncode == 1 and "flag --pipeline-depth" in out.stderr and "1..2" in out.stderr
 
 
-@pytest.mark.parametrize(
-    "name", ["serve", "demo", "vdisplay", "pair", "probe", "connect", "service"]
-)
+@pytest.mark.parametrize("name", ["serve", "demo", "probe", "connect", "service"])
 def test_unbuilt_commands_say_so_and_exit_2(run_cli, name: str) -> None:
     out = run_cli(name)
     assert out.returncode == 2
@@ -109,3 +107,10 @@ def test_readme_documents_every_knob_and_ci_runs_its_test_command() -> None:
     test_command = "./scripts/test.sh"
     assert test_command in readme.split("```")[1]
     assert test_command in (root / ".ci" / "run").read_text()
+
+
+def test_pair_without_a_running_host_is_a_clear_error(run_cli) -> None:
+    out = run_cli("pair", "1234")
+    assert out.returncode == 1
+    assert out.stderr.startswith("punktfunk pair: ") and "host" in out.stderr.lower(), out.stderr
+    assert out.stdout == ""

@@ -91,6 +91,29 @@ def _doctor(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     return run_doctor(loaded)
 
 
+def _serve(args: argparse.Namespace, loaded: LoadedConfig) -> int:
+    from .serve import run_serve
+
+    return run_serve(loaded.config)
+
+
+def _pair(args: argparse.Namespace, loaded: LoadedConfig) -> int:
+    from .service.admin import AdminError, request
+
+    try:
+        print(request(loaded.config.state_dir, f"pair {args.pin}"))
+    except AdminError as exc:
+        print(f"punktfunk pair: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def _vdisplay(args: argparse.Namespace, loaded: LoadedConfig) -> int:
+    from .vdisplay.cli import run
+
+    return run(args, loaded)
+
+
 # (name, help, description, handler or "not built" text)
 COMMANDS: tuple[tuple[str, str, str, Handler], ...] = (
     (
@@ -99,7 +122,7 @@ COMMANDS: tuple[tuple[str, str, str, Handler], ...] = (
         "Run the host: every client that connects gets its own virtual monitor at its exact "
         "mode, captured, encoded and streamed over punktfunk/2 (and GameStream with "
         "--gamestream).",
-        _not_built("the native and GameStream hosts are not implemented in this version"),
+        _serve,
     ),
     (
         "demo",
@@ -117,16 +140,14 @@ COMMANDS: tuple[tuple[str, str, str, Handler], ...] = (
         "Run the virtual display driver: a separate process that creates one virtual monitor "
         "per client (Xorg dummy, Xvfb or the built-in pattern) and publishes its frames into a "
         "shared-memory ring. The host starts it when it is not running.",
-        _not_built("the virtual display driver is not implemented in this version"),
+        _vdisplay,
     ),
     (
         "pair",
         "enter a client's pairing PIN into the running host",
         "Pair a client: pass the PIN the client shows; it is handed to the running host over "
         "its local admin socket.",
-        _not_built(
-            "pairing needs the host's admin socket, which is not implemented in this version"
-        ),
+        _pair,
     ),
     (
         "probe",
@@ -168,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, short, description, handler in COMMANDS:
         cmd = sub.add_parser(name, help=short, description=description, parents=[common])
         cmd.set_defaults(handler=handler)
+        if name == "pair":
+            cmd.add_argument("pin", metavar="PIN", help="the 4-8 digit PIN the client shows")
+        if name == "vdisplay":
+            from .vdisplay.cli import add_arguments
+
+            add_arguments(cmd)
     config = sub.add_parser(
         "config",
         help="show the effective settings and where each came from",

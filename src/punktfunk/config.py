@@ -235,6 +235,13 @@ class HostConfig:
         "also serve GameStream (Moonlight) clients; trusted LANs only",
         is_bool=True,
     )
+    mdns: bool = _knob(
+        _boolean,
+        "true",
+        "true|false",
+        "announce the GameStream host on the LAN (mDNS _nvstream._tcp) so clients find it",
+        is_bool=True,
+    )
     gamestream_port: int = _knob(
         _integer(1029, 65535 - 21),
         "47989",

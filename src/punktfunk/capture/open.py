@@ -1,0 +1,67 @@
+"""Open the capturer a session's plan asked for, with the open-time fallback.
+
+idd-push first (the driver's ring); if it publishes nothing within ~4 s, the lease it handed
+back is captured directly over X11 instead, logged as a fallback: a session never sits on a
+black screen waiting for a driver that will not publish. A display with no X server (the
+pattern) has nothing to fall back to, and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..log import event
+from ..vdisplay.base import VirtualLease
+from ..vdisplay.manager import MonitorLease
+from .base import CaptureBackend, CaptureError, Capturer, OutputFormat
+from .idd_push import FIRST_FRAME_TIMEOUT_S, IddPushCapturer, NoFirstFrame
+
+_log = logging.getLogger("punktfunk.capture")
+
+
+def open_capture(
+    lease: VirtualLease,
+    fmt: OutputFormat,
+    backend: CaptureBackend,
+    *,
+    pipeline_depth: int = 2,
+    first_frame_timeout: float = FIRST_FRAME_TIMEOUT_S,
+) -> Capturer:
+    """A capturer for `lease`'s monitor delivering `fmt` (system memory only for now)."""
+    if fmt.gpu:
+        raise CaptureError(
+            "GPU-resident capture is not available on Linux yet; open with OutputFormat(gpu=False)"
+        )
+    output = lease.output
+    if backend is CaptureBackend.IDD_PUSH:
+        if not isinstance(lease, MonitorLease):
+            raise CaptureError(
+                f"capture=idd-push needs a driver monitor, not {output.display_name}"
+            )
+        try:
+            return IddPushCapturer(
+                lease, fmt, pipeline_depth=pipeline_depth, first_frame_timeout=first_frame_timeout
+            )
+        except NoFirstFrame as exc:
+            if not lease.output.backend.is_x11:
+                raise CaptureError(
+                    f"{exc}; display {output.display_name} has no X server to capture directly"
+                ) from None
+            event(
+                _log,
+                "capture.fallback",
+                logging.WARNING,
+                display=output.display_name,
+                frm="idd-push",
+                to="x11",
+                reason=str(exc),
+            )
+            lease = exc.lease
+    from .x11 import X11Capturer  # here: the pattern display needs no libX11
+
+    return X11Capturer(
+        lease.output.display_name,
+        fmt,
+        pipeline_depth=pipeline_depth,
+        max_rate_hz=max(1, lease.output.mode.refresh_hz),
+    )

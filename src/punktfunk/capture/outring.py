@@ -1,0 +1,58 @@
+"""The host-owned OUT ring: 3 preallocated frames the capturer writes into in rotation.
+
+With `pipeline_depth=2` the converter and the encoder may each still hold a frame while the
+capturer writes the next, so a delivered frame's pixels stay untouched until two more frames
+have been delivered (slots = depth + 1). `repeat_last()` (nothing new on a static desktop)
+copies the last frame into the next slot instead of handing out the same slot twice, so a
+repeat never overwrites a frame still in flight.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..proto.frame import PixelFormat
+
+OUT_SLOTS = 3
+
+
+def _dtype(fmt: PixelFormat) -> type[np.generic]:
+    return np.float16 if fmt is PixelFormat.FP16_RGBA else np.uint8
+
+
+class OutRing:
+    def __init__(self, slots: int = OUT_SLOTS) -> None:
+        self._slots: list[np.ndarray] = []
+        self._count = slots
+        self._next = 0
+        self._shape: tuple[int, int, PixelFormat] | None = None
+        self.last: np.ndarray | None = None
+
+    def slot(self, width: int, height: int, fmt: PixelFormat) -> np.ndarray:
+        """The slot the next frame goes into (reallocated, and touched once, only when the
+        size or format changes); call `commit()` once it holds a frame."""
+        if self._shape != (width, height, fmt):
+            # Touch every page now: a first write into fresh pages costs ~10 ms at 1080p.
+            self._slots = [np.empty((height, width, 4), _dtype(fmt)) for _ in range(self._count)]
+            for arr in self._slots:
+                arr.fill(0)
+            self._shape = (width, height, fmt)
+            self._next = 0
+            self.last = None
+        return self._slots[self._next]
+
+    def commit(self) -> np.ndarray:
+        """The frame in the current slot is complete: rotate and return it."""
+        frame = self._slots[self._next]
+        self._next = (self._next + 1) % self._count
+        self.last = frame
+        return frame
+
+    def repeat_last(self) -> np.ndarray | None:
+        """The last frame again, copied into a fresh slot; None if there was none yet."""
+        if self.last is None or self._shape is None:
+            return None
+        previous = self.last
+        dst = self._slots[self._next]
+        np.copyto(dst, previous)
+        return self.commit()

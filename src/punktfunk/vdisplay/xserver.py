@@ -1,0 +1,186 @@
+"""Start and stop private X servers (Xvfb, Xorg with the dummy driver) on free display numbers.
+
+A display number is free when neither its socket (/tmp/.X11-unix/X<n>) nor its lock file
+(/tmp/.X<n>-lock) exists; the search starts at a high base so a user's own desktop (:0, :1)
+never collides with ours, and a number another process grabbed first is simply skipped. The
+server reports readiness through `-displayfd`. Each server gets PR_SET_PDEATHSIG, so it dies
+with the thread that started it even when our process is SIGKILLed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+DISPLAY_BASE = 40
+_SOCKET_DIR = Path("/tmp/.X11-unix")
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.prctl.argtypes = (
+    ctypes.c_int,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+)
+
+
+class XServerError(RuntimeError):
+    """An X server could not be started; the message carries the server's own reason."""
+
+
+def _die_with_parent() -> None:
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def display_in_use(number: int) -> bool:
+    return (_SOCKET_DIR / f"X{number}").exists() or Path(f"/tmp/.X{number}-lock").exists()
+
+
+def free_display_numbers(base: int = DISPLAY_BASE, limit: int = 200) -> list[int]:
+    return [n for n in range(base, base + limit) if not display_in_use(n)]
+
+
+@dataclass
+class XServer:
+    """A running X server we started; `stop()` ends it and removes its private files."""
+
+    kind: str
+    number: int
+    process: subprocess.Popen[bytes]
+    workdir: Path
+    log_path: Path
+
+    @property
+    def display(self) -> str:
+        return f":{self.number}"
+
+    def log_tail(self, lines: int = 12) -> str:
+        return self.read_tail(self.log_path, lines)
+
+    @staticmethod
+    def read_tail(path: Path, lines: int = 12) -> str:
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        # A killed server leaves its lock and socket behind; they are ours to remove.
+        lock = Path(f"/tmp/.X{self.number}-lock")
+        try:
+            if lock.read_text().strip() == str(self.process.pid):
+                lock.unlink(missing_ok=True)
+                (_SOCKET_DIR / f"X{self.number}").unlink(missing_ok=True)
+        except OSError:
+            pass
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _wait_ready(read_fd: int, timeout: float) -> int | None:
+    """The display number the server wrote to -displayfd; None if it exited or timed out
+    (the pipe reaches EOF when the server exits, since we hold no write end)."""
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while (remaining := deadline - time.monotonic()) > 0:
+        if not select.select([read_fd], [], [], remaining)[0]:
+            break
+        chunk = os.read(read_fd, 64)
+        if not chunk:
+            return None
+        buf += chunk
+        if buf.endswith(b"\n"):
+            return int(buf)
+    return None
+
+
+def start_server(
+    kind: str,
+    argv_for: Callable[[int], list[str]],
+    workdir: Path,
+    *,
+    log_path: Path | None = None,
+    base: int = DISPLAY_BASE,
+    timeout: float = 20.0,
+    attempts: int = 5,
+) -> XServer:
+    """Start `argv_for(display_number)` on the first free number; retry when another process
+    took that number in the meantime. Raises XServerError with the server's log tail.
+
+    The server's stderr goes to `workdir/server.log`; `log_path` names a log it writes itself
+    (Xorg's -logfile), which `XServer.log_tail()` then reads."""
+    stderr_path = workdir / "server.log"
+    reason = "no free display number"
+    for number in free_display_numbers(base)[:attempts]:
+        read_fd, write_fd = os.pipe()
+        try:
+            with open(stderr_path, "ab") as log:
+                proc = subprocess.Popen(
+                    [*argv_for(number), "-displayfd", str(write_fd)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    pass_fds=(write_fd,),
+                    preexec_fn=_die_with_parent,
+                    cwd=workdir,
+                )
+            os.close(write_fd)
+            write_fd = -1
+            ready = _wait_ready(read_fd, timeout)
+        finally:
+            os.close(read_fd)
+            if write_fd >= 0:
+                os.close(write_fd)
+        server = XServer(kind, number, proc, workdir, log_path or stderr_path)
+        if ready == number:
+            return server
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        tail = "\n".join(
+            text for text in (server.log_tail(), XServer.read_tail(stderr_path)) if text
+        )
+        reason = tail or f"{kind} exited with status {proc.returncode}"
+        if "already active" not in tail and "server already running" not in tail.lower():
+            break
+    shutil.rmtree(workdir, ignore_errors=True)
+    raise XServerError(f"{kind} did not start: {reason}")
+
+
+def make_workdir(kind: str, root: Path | None = None) -> Path:
+    """A private directory for a server's config, log and framebuffer file.
+
+    Named after our pid so `sweep_stale_workdirs` can remove what a killed driver left.
+    """
+    return Path(tempfile.mkdtemp(prefix=f"punktfunk-{kind}-{os.getpid()}-", dir=root))
+
+
+def sweep_stale_workdirs(root: Path) -> list[Path]:
+    """Remove work directories whose owning process is gone; returns what was removed."""
+    removed = []
+    for path in root.glob("punktfunk-*-*-*"):
+        try:
+            pid = int(path.name.split("-")[2])
+        except (IndexError, ValueError):
+            continue
+        if pid != os.getpid() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
