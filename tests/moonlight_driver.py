@@ -4,12 +4,17 @@ Run as a subprocess by the end-to-end tests: moonlight-common-c keeps process-gl
 each stream gets its own process. Prints one JSON object on stdout.
 
   python tests/moonlight_driver.py --port 47989 --pin 1234 --seconds 5 --mode 1280x720x60
-      [--codec h264] [--pair-only] [--input-after-file PATH --keys TEXT --click X,Y]
+      [--codec h264] [--pair-only] [--launch-only] [--input-after-file PATH --keys TEXT
+      --click X,Y] [--cancel-after S] [--until-terminated]
+
+Frame accounting uses the host's frame numbers: `sent` is the span of frame numbers the client
+saw (every frame the host sent in that window), `decoded` how many of them it decoded.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import logging
@@ -17,6 +22,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -52,6 +59,43 @@ def _type_text(lib: ctypes.CDLL, text: str) -> None:
         time.sleep(0.02)
 
 
+def _pair_status(http: NvHTTP) -> int:
+    """PairStatus as this client sees it: /serverinfo over HTTPS with its certificate, or over
+    plain HTTP (which never says paired) when the host refuses the certificate."""
+    try:
+        xml = http.open_https("serverinfo")
+    except Exception:
+        xml = http.open_http("serverinfo")
+    return int(http.parse_server_info(xml).paired)
+
+
+def _percentiles(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return {
+        "p50": ordered[len(ordered) // 2],
+        "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+    }
+
+
+def _dominant_hz(chunks: list[np.ndarray]) -> float | None:
+    """The strongest frequency of the received audio (48 kHz), from the last ~2 s of it."""
+    if not chunks:
+        return None
+    samples = np.concatenate(chunks)[-96_000:]
+    if len(samples) < 9600:
+        return None
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    spectrum[0] = 0
+    peak = int(np.argmax(spectrum))
+    # Parabolic interpolation between bins: the FFT bin alone is only 48000/len wide.
+    if 0 < peak < len(spectrum) - 1:
+        a, b, c = spectrum[peak - 1 : peak + 2]
+        peak += 0.5 * (a - c) / (a - 2 * b + c)
+    return round(peak * 48_000 / len(samples), 2)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
@@ -65,6 +109,11 @@ def main() -> int:
     parser.add_argument("--input-after-file", default="")
     parser.add_argument("--keys", default="")
     parser.add_argument("--click", default="")
+    parser.add_argument("--launch-only", action="store_true", help="no pairing attempt")
+    parser.add_argument("--cancel-after", type=float, default=0.0, help="send /cancel after S s")
+    parser.add_argument(
+        "--until-terminated", action="store_true", help="keep streaming until the host ends it"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
 
@@ -79,6 +128,17 @@ def main() -> int:
         https_port=server.https_port,
         server_cert_pem=server.server_cert_pem,
     )
+    result["pair_status"] = _pair_status(client._http)
+    if args.launch_only:
+        try:
+            client.start_stream(app="Desktop", width=640, height=480, fps=30, ready_timeout=10)
+            result["launched"] = True
+            client.stop_stream()
+        except Exception as exc:
+            result["launched"] = False
+            result["launch_error"] = f"{type(exc).__name__}: {exc}"
+        print(json.dumps(result))
+        return 0
     try:
         client.apps(server)
         result["paired_before"] = True
@@ -110,21 +170,31 @@ def main() -> int:
     )
     result["start_s"] = round(time.monotonic() - started, 3)
     manager = client._stream_manager
+    session = manager._session
     frames = manager.subscribe()
     audio = manager.subscribe_audio() if manager.has_audio else None
     counters: list[int] = []
-    decoded = 0
+    numbers: list[int] = []
+    idr_numbers: list[int] = []
+    host_latency_01ms: list[int] = []
+    pcm: list[np.ndarray] = []
     latencies_ms: list[float] = []
     shape = None
     sent_input = False
-    audio_chunks = 0
-    deadline = time.monotonic() + args.seconds
-    while time.monotonic() < deadline:
-        while audio is not None and audio.get(timeout=0.0) is not None:
-            audio_chunks += 1
+    cancelled = False
+    started = time.monotonic()
+    deadline = started + args.seconds
+    while time.monotonic() < deadline or args.until_terminated:
+        if session._connection_terminated.is_set():
+            break
+        while audio is not None and (chunk := audio.get(timeout=0.0)) is not None:
+            pcm.append(chunk.data[:, 0].copy())
         frame = frames.get(timeout=0.5)
         if frame is not None:
-            decoded += 1
+            numbers.append(frame.frame_number)
+            if frame.frame_type == 1:
+                idr_numbers.append(frame.frame_number)
+            host_latency_01ms.append(frame.host_processing_latency_us)
             shape = list(frame.data.shape)
             stamp = decode_stamp(frame.data[..., ::-1])  # bgr24 -> rgb
             if stamp is not None:
@@ -139,15 +209,31 @@ def main() -> int:
                 lib.LiSendMouseButtonEvent(BUTTON_RELEASE, 1)
             _type_text(lib, args.keys)
             sent_input = True
-    client.stop_stream()
+        if args.cancel_after and not cancelled and time.monotonic() - started >= args.cancel_after:
+            client._http.quit_app()
+            cancelled = True
+            args.until_terminated = True
+    terminated = session._connection_terminated.wait(timeout=5 if cancelled else 0)
+    result["terminated"] = terminated
+    result["termination_error_code"] = session._termination_error_code if terminated else None
+    with contextlib.suppress(Exception):
+        client.stop_stream()
+    span = numbers[-1] - numbers[0] + 1 if numbers else 0
     result.update(
-        decoded=decoded,
+        decoded=len(numbers),
+        sent=span,
+        decoded_fraction=round(len(numbers) / span, 4) if span else 0.0,
+        idr_frames=len(idr_numbers),
+        idr_numbers=idr_numbers,
         frames=len(counters),
         counters=counters,
         shape=shape,
-        audio_chunks=audio_chunks,
+        audio_chunks=len(pcm),
+        tone_hz=_dominant_hz(pcm),
         sent_input=sent_input,
+        host_latency_ms=_percentiles([v / 10 for v in host_latency_01ms]),
         latency_ms=sorted(latencies_ms)[len(latencies_ms) // 2] if latencies_ms else None,
+        fps=round(len(numbers) / max(1e-3, time.monotonic() - started), 1),
     )
     print(json.dumps(result))
     return 0

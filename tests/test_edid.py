@@ -3,6 +3,7 @@ preferred timing = the requested mode; serial from the client identity; both che
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import shutil
@@ -31,8 +32,10 @@ from punktfunk.vdisplay.driver.edid import (
 from punktfunk.vdisplay.timing import cvt_rb2
 
 EDID_DECODE = shutil.which("edid-decode")
+# CI installs it (scripts/setup.sh); there a missing edid-decode fails instead of skipping.
 needs_edid_decode = pytest.mark.skipif(
-    EDID_DECODE is None, reason="edid-decode is not installed (apt-get install edid-decode)"
+    EDID_DECODE is None and not os.environ.get("CI"),
+    reason="edid-decode is not installed (apt-get install edid-decode)",
 )
 
 

@@ -295,6 +295,13 @@ class HostConfig:
         "500..600000",
         "the driver removes every monitor when the host has not pinged it for this long",
     )
+    test_video_loss_percent: int = _knob(
+        _integer(0, 50),
+        "0",
+        "0..50",
+        "testing only: drop this share of GameStream video shards at random before they are "
+        "sent, to prove FEC and loss recovery (0 in production)",
+    )
     log_level: str = _knob(
         _choice("debug", "info", "warning", "error"),
         "info",

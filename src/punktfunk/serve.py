@@ -5,19 +5,56 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import socket
 import sys
 import threading
+import time
 
 from .apps import AppList, parse_apps
 from .config import HostConfig
 from .gamestream.host import GameStreamHost, HostPorts
+from .gamestream.mdns import MdnsAnnouncer
 from .gamestream.pins import PinBox
 from .identity import load_or_create
 from .log import event
 from .service.admin import AdminError, AdminServer
 from .session.services import HostServices
+from .session.stats import LiveStatus
 
 _log = logging.getLogger("punktfunk.serve")
+
+STATUS_INTERVAL_S = 2.0
+
+
+def _addresses(bind: str) -> list[str]:
+    """Where clients can reach the host: the bound address, or this machine's IPv4 addresses."""
+    if bind != "0.0.0.0":
+        return [bind]
+    found = {"127.0.0.1"}
+    try:
+        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
+            found.add(str(info[4][0]))
+    except OSError:
+        pass
+    return sorted(found)
+
+
+def _print_banner(config: HostConfig, ports: HostPorts) -> None:
+    where = ", ".join(_addresses(config.bind_address))
+    print(
+        f"punktfunk: GameStream host on {where} (HTTP {ports.http}, HTTPS {ports.https}, "
+        f"RTSP {ports.rtsp}); add it in Moonlight by address"
+        + (" or let Moonlight find it on the LAN" if config.mdns else ""),
+        flush=True,
+    )
+    if config.pair_pin:
+        print("punktfunk: pairing uses the preset PIN (--pin)", flush=True)
+    else:
+        print(
+            "punktfunk: to pair, start pairing in Moonlight, then run "
+            "`punktfunk pair <PIN>` with the PIN it shows",
+            flush=True,
+        )
 
 
 def run_serve(config: HostConfig) -> int:
@@ -46,6 +83,7 @@ def run_serve(config: HostConfig) -> int:
         bind=config.bind_address,
         apps=AppList(parse_apps(config.apps)),
         opus_factory=services.opus_encoder,
+        video_loss_percent=config.test_video_loss_percent,
     )
 
     def pair(pin: str) -> str:
@@ -74,18 +112,33 @@ def run_serve(config: HostConfig) -> int:
         print(f"punktfunk serve: {exc}", file=sys.stderr)
         services.close()
         return 1
+    mdns = (
+        MdnsAnnouncer(config.bind_address, config.gamestream_port, identity.unique_id)
+        if config.mdns
+        else None
+    )
     try:
         host.start()
         admin.start()
+        if mdns is not None:
+            mdns.start()
         event(
             _log,
             "host.ready",
             state_dir=config.state_dir,
             pairing="preset PIN" if config.pair_pin else "punktfunk pair <PIN>",
         )
-        stop.wait()
+        _print_banner(config, HostPorts.from_base(config.gamestream_port))
+        live = LiveStatus()
+        while not stop.wait(STATUS_INTERVAL_S):
+            sessions = host.sessions()
+            live.keep({s.name for s in sessions})
+            for session in sessions:
+                print(live.line(session.name, session.stats, time.monotonic()), flush=True)
     finally:
         event(_log, "host.stopping", reason="signal")
+        if mdns is not None:
+            mdns.close()
         admin.close()
         host.close()
         services.close()

@@ -94,8 +94,10 @@ class GameStreamHost:
         bind: str = "0.0.0.0",
         apps: AppList | None = None,
         opus_factory: Callable[[int, bool, int], Callable[[bytes], bytes]] | None = None,
+        video_loss_percent: int = 0,
     ) -> None:
         self.services = services
+        self._video_loss_percent = video_loss_percent
         self.trust = TrustStore(state_dir / "gamestream" / "clients")
         self._pins = pins
         self._apps = apps or AppList()
@@ -147,6 +149,14 @@ class GameStreamHost:
             rtsp=self._ports.rtsp,
             codecs="|".join(sorted(self.services.codecs())),
         )
+        if self._video_loss_percent:
+            event(
+                _log,
+                "gamestream.simulated_loss",
+                logging.WARNING,
+                percent=self._video_loss_percent,
+                reason="test_video_loss_percent is set: video shards are dropped on purpose",
+            )
 
     def close(self) -> None:
         self._stop.set()
@@ -288,6 +298,7 @@ class GameStreamHost:
             self.control.send,
             self._session_ended,
             self._opus_factory,
+            self._video_loss_percent,
         )
         try:
             source = self.services.open_video(request, pending.client_fp[:16])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import secrets
 import struct
 import threading
@@ -59,10 +60,15 @@ class PendingLaunch:
 
 
 class _VideoSink(MediaSink):
-    def __init__(self, session: StreamSession, packetizer: VideoPacketizer) -> None:
+    def __init__(
+        self, session: StreamSession, packetizer: VideoPacketizer, loss_percent: int = 0
+    ) -> None:
         self._session = session
         self._packetizer = packetizer
         self._epoch = time.monotonic_ns()
+        # Simulated network loss (test_video_loss_percent): shards vanish as on a lossy link.
+        self._loss = loss_percent / 100
+        self._rng = random.Random()
 
     def packetize(self, frame: EncodedFrame, latency_01ms: int) -> Sequence[bytes]:
         kind = FrameKind.IDR if frame.frame_type is FrameType.IDR else FrameKind.P
@@ -71,8 +77,13 @@ class _VideoSink(MediaSink):
 
     def transmit(self, datagrams: Sequence[bytes]) -> None:
         addr = self._session.video_addr
-        if addr is not None:
-            self._session.video_port.send(datagrams, addr)
+        if addr is None:
+            return
+        if self._loss:
+            kept = [d for d in datagrams if self._rng.random() >= self._loss]
+            self._session.stats.count("simulated_loss", len(datagrams) - len(kept))
+            datagrams = kept
+        self._session.video_port.send(datagrams, addr)
 
 
 class StreamSession:
@@ -86,8 +97,10 @@ class StreamSession:
         send_control: Callable[[int, bytes], None],
         on_end: Callable[[StreamSession, str], None],
         opus_factory: Callable[[int, bool, int], Callable[[bytes], bytes]] | None,
+        video_loss_percent: int = 0,
     ) -> None:
         self.launch = launch
+        self._video_loss_percent = video_loss_percent
         self.negotiation = negotiation
         self.video_port = video_port
         self.audio_port = audio_port
@@ -126,7 +139,7 @@ class StreamSession:
         self._pipeline = VideoPipeline(
             source.capturer,
             source.encoder,
-            _VideoSink(self, packetizer),
+            _VideoSink(self, packetizer, self._video_loss_percent),
             fps=n.fps,
             depth=source.plan.pipeline_depth,
             stats=self.stats,

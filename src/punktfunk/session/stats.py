@@ -60,3 +60,34 @@ class StageStats:
     def counter(self, name: str) -> int:
         with self._lock:
             return self._counters.get(name, 0)
+
+    def stage(self, name: str) -> Percentiles:
+        with self._lock:
+            samples = list(self._stages.get(name, ()))
+        return percentiles(samples)
+
+
+class LiveStatus:
+    """One human status line per session, with rates over the time since its previous line."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[float, int, int]] = {}
+
+    def line(self, name: str, stats: StageStats, now: float) -> str:
+        frames, sent = stats.counter("frames"), stats.counter("bytes")
+        then, frames_then, sent_then = self._last.get(name, (now, frames, sent))
+        self._last[name] = (now, frames, sent)
+        elapsed = now - then
+        fps = (frames - frames_then) / elapsed if elapsed > 0 else 0.0
+        mbps = (sent - sent_then) * 8 / elapsed / 1e6 if elapsed > 0 else 0.0
+        latency = stats.stage("host_latency")
+        lost = stats.counter("client_lost_frames")
+        return (
+            f"{name}: {fps:.1f} fps, {mbps:.1f} Mbit/s, host latency p50 {latency.p50_ms:.1f} ms"
+            f" p99 {latency.p99_ms:.1f} ms, frames lost by client {lost}"
+        )
+
+    def keep(self, names: set[str]) -> None:
+        """Forget sessions that ended."""
+        for name in set(self._last) - names:
+            del self._last[name]
