@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -106,6 +107,15 @@ class _NvServer(ThreadingHTTPServer):
         return self._context().wrap_socket(
             sock, server_side=True, do_handshake_on_connect=False
         ), addr
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """One line instead of socketserver's traceback on stderr: a client that hangs up
+        before its reply is read is routine; anything else is worth a warning."""
+        exc = sys.exc_info()[1]
+        level = (
+            logging.DEBUG if isinstance(exc, ConnectionError | TimeoutError) else logging.WARNING
+        )
+        event(_log, "http.connection_error", level, client=client_address[0], reason=repr(exc))  # type: ignore[index]
 
     def finish_request(self, request: socket.socket, client_address: object) -> None:
         if isinstance(request, ssl.SSLSocket):
