@@ -27,11 +27,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+import moonlight_python.decoder
 from moonlight_python import MoonlightClient
 from moonlight_python.discovery import connect_to_server
 from moonlight_python.http_client import NvHTTP
 
 from punktfunk.vdisplay.stamp import decode_stamp
+
+# FFmpeg's own "av1" decoder only drives hardware; decode AV1 in software with dav1d, as
+# Moonlight's desktop clients do.
+moonlight_python.decoder.CODEC_NAMES["av1"] = "libdav1d"
 
 KEY_DOWN, KEY_UP = 0x03, 0x04
 BUTTON_PRESS, BUTTON_RELEASE = 0x07, 0x08

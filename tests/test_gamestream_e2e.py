@@ -52,10 +52,12 @@ def test_moonlight_streams_the_pattern_display(host: Host, tmp_path: Path) -> No
     assert result["pair_status"] == 1
     assert result["shape"] == [720, 1280, 3]
     assert result["decoded_fraction"] >= 0.95, result
-    # Every decoded frame carries the pattern's stamp; they arrive in order without repeats.
+    # Every decoded frame carries the pattern's stamp; they arrive in order. A repeat is the
+    # host re-sending its last frame after a 100 ms stall of the display: rare, never backwards.
     counters = result["counters"]
     assert len(counters) >= 0.95 * result["decoded"], result
-    assert all(b > a for a, b in itertools.pairwise(counters)), counters
+    assert all(b >= a for a, b in itertools.pairwise(counters)), counters
+    assert len(set(counters)) >= 0.98 * len(counters), counters
     _sane_host_latency(result)
     assert result["tone_hz"] is not None and abs(result["tone_hz"] - TONE_HZ) <= TONE_HZ / 100
     log = host.log.read_text()
@@ -81,6 +83,16 @@ def test_five_percent_video_loss_is_repaired_without_an_idr_storm(tmp_path: Path
         assert "gamestream.simulated_loss" in host.log.read_text()
     finally:
         host.kill()
+
+
+@pytest.mark.parametrize("codec", ["hevc", "av1"])
+def test_streams_the_codec_the_client_asks_for(host: Host, tmp_path: Path, codec: str) -> None:
+    result = drive(
+        tmp_path, "--pin", "4321", "--seconds", "3", "--mode", "640x480x30", "--codec", codec
+    )
+    assert result["shape"] == [480, 640, 3] and result["frames"] >= 10, result
+    assert all(b >= a for a, b in itertools.pairwise(result["counters"])), result["counters"]
+    assert f"codec={codec}" in host.log.read_text()
 
 
 def test_streams_again_after_the_first_session_ends(host: Host, tmp_path: Path) -> None:
