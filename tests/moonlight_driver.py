@@ -27,16 +27,45 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+import moonlight_python.config
 import moonlight_python.decoder
 from moonlight_python import MoonlightClient
 from moonlight_python.discovery import connect_to_server
 from moonlight_python.http_client import NvHTTP
+from moonlight_python.stream import StreamingSession
 
 from punktfunk.vdisplay.stamp import decode_stamp
 
 # FFmpeg's own "av1" decoder only drives hardware; decode AV1 in software with dav1d, as
 # Moonlight's desktop clients do.
 moonlight_python.decoder.CODEC_NAMES["av1"] = "libdav1d"
+# "hevc10" offers HEVC Main10 only: moonlight-common-c then asks for HDR (dynamicRangeMode).
+moonlight_python.config.CODEC_MAP["hevc10"] = moonlight_python.config.VIDEO_FORMAT_H265_MAIN10
+moonlight_python.decoder.CODEC_NAMES["hevc10"] = "hevc"
+
+# What the host tells the client besides media: HDR mode switches and rumble.
+CALLBACKS: dict[str, list] = {"hdr_mode": [], "rumble": []}
+_make_callbacks = StreamingSession._make_connection_callbacks
+
+
+def _with_feedback_callbacks(self: StreamingSession):
+    listener = _make_callbacks(self)
+
+    @self._ffi.callback("void(bool)")
+    def set_hdr_mode(enabled: bool) -> None:
+        CALLBACKS["hdr_mode"].append(bool(enabled))
+
+    @self._ffi.callback("void(unsigned short, unsigned short, unsigned short)")
+    def rumble(controller: int, low: int, high: int) -> None:
+        CALLBACKS["rumble"].append([controller, low, high])
+
+    self._callbacks.extend([set_hdr_mode, rumble])
+    listener.setHdrMode = set_hdr_mode
+    listener.rumble = rumble
+    return listener
+
+
+StreamingSession._make_connection_callbacks = _with_feedback_callbacks
 
 KEY_DOWN, KEY_UP = 0x03, 0x04
 BUTTON_PRESS, BUTTON_RELEASE = 0x07, 0x08
@@ -236,6 +265,8 @@ def main() -> int:
         audio_chunks=len(pcm),
         tone_hz=_dominant_hz(pcm),
         sent_input=sent_input,
+        hdr_mode=CALLBACKS["hdr_mode"],
+        rumble=CALLBACKS["rumble"],
         host_latency_ms=_percentiles([v / 10 for v in host_latency_01ms]),
         latency_ms=sorted(latencies_ms)[len(latencies_ms) // 2] if latencies_ms else None,
         fps=round(len(numbers) / max(1e-3, time.monotonic() - started), 1),

@@ -95,6 +95,23 @@ def test_streams_the_codec_the_client_asks_for(host: Host, tmp_path: Path, codec
     assert f"codec={codec}" in host.log.read_text()
 
 
+def test_hdr_request_streams_hevc_main10_and_switches_the_client_to_hdr(
+    host: Host, tmp_path: Path
+) -> None:
+    result = drive(
+        tmp_path, "--pin", "4321", "--seconds", "3", "--mode", "640x480x30", "--codec", "hevc10"
+    )
+    assert result["shape"] == [480, 640, 3] and result["decoded"] >= 10, result
+    assert result["hdr_mode"] == [True], result
+    log = host.log.read_text()
+    assert "codec=hevc hdr=True" in log, log[-3000:]
+
+
+def test_sdr_streams_tell_the_client_hdr_is_off(host: Host, tmp_path: Path) -> None:
+    result = drive(tmp_path, "--pin", "4321", "--seconds", "2", "--mode", "640x480x30")
+    assert result["hdr_mode"] == [False], result
+
+
 def test_streams_again_after_the_first_session_ends(host: Host, tmp_path: Path) -> None:
     drive(tmp_path, "--pin", "4321", "--pair-only")
     for _ in range(2):

@@ -23,8 +23,10 @@ from punktfunk.gamestream.control import (
     rgb_led,
     rumble,
     rumble_triggers,
+    ss_hdr_metadata,
     termination,
 )
+from punktfunk.proto.frame import HdrMeta
 
 KEY = bytes.fromhex("a1a2a3a4a5a6a7a8b1b2b3b4b5b6b7b8")
 
@@ -190,3 +192,22 @@ def test_hdr_mode_carries_the_full_sunshine_metadata() -> None:
     assert (fields["max_cll"], fields["max_fall"], fields["max_full_frame"]) == (1000, 400, 600)
     msg_type, payload = hdr_mode(False)
     assert payload == bytes(27)
+
+
+def test_our_hdr_metadata_becomes_sunshines_fields_in_their_units() -> None:
+    meta = HdrMeta(
+        primaries_x=(35400, 8500, 6550),
+        primaries_y=(14600, 39850, 2300),
+        white_x=15635,
+        white_y=16450,
+        max_luminance=1000 * 10_000,  # 0.0001 cd/m^2 -> 1000 nits
+        min_luminance=50,  # 0.005 nits, already in SS_HDR_METADATA's 0.0001-nit unit
+        max_cll=1000,
+        max_fall=400,
+    )
+    enabled, fields = _client_hdr(hdr_mode(True, ss_hdr_metadata(meta))[1])
+    assert enabled
+    assert fields["primaries"] == [(35400, 14600), (8500, 39850), (6550, 2300)]
+    assert fields["white"] == (15635, 16450)
+    assert (fields["max_display"], fields["min_display"]) == (1000, 50)
+    assert (fields["max_cll"], fields["max_fall"], fields["max_full_frame"]) == (1000, 400, 400)

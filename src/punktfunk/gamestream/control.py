@@ -15,6 +15,8 @@ from enum import IntEnum
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ..proto.frame import HdrMeta
+
 ENVELOPE = 0x0001
 ENVELOPE_HEADER = 24  # type, length, seq, tag
 TERMINATION_GRACEFUL = 0x80030023
@@ -118,6 +120,23 @@ def adaptive_triggers(
 ) -> tuple[int, bytes]:
     return MsgType.ADAPTIVE_TRIGGERS, struct.pack(
         "<HBBB10s10s", controller, flags, type_left, type_right, left, right
+    )
+
+
+def ss_hdr_metadata(meta: HdrMeta) -> tuple[int, ...]:
+    """Our ST.2086/CTA-861.3 values as SS_HDR_METADATA's fields: primaries R, G, B and white
+    point in 0.00002 units (as ours), max luminance in nits (ours: 0.0001 cd/m^2), min luminance
+    in 0.0001 nits (as ours), MaxCLL, MaxFALL, and max full-frame luminance (= MaxFALL)."""
+    primaries = tuple(v for i in range(3) for v in (meta.primaries_x[i], meta.primaries_y[i]))
+    return (
+        *primaries,
+        meta.white_x,
+        meta.white_y,
+        min(0xFFFF, meta.max_luminance // 10_000),
+        min(0xFFFF, meta.min_luminance),
+        meta.max_cll,
+        meta.max_fall,
+        meta.max_fall,
     )
 
 

@@ -343,8 +343,8 @@ class GameStreamHost:
             )
             self.control.disconnect(peer)
             return
-        session.control_peer = peer
         event(_log, "control.connected", session=session.name)
+        session.on_control_connected(peer)
 
     def _session_of_peer(self, peer: int) -> StreamSession | None:
         return next((s for s in self.sessions() if s.control_peer == peer), None)

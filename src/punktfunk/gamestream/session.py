@@ -21,11 +21,20 @@ from dataclasses import dataclass, field
 
 from ..encode.base import EncodedFrame, FrameType
 from ..log import event
+from ..proto.frame import HDR10_DEFAULT
 from ..session.pipeline import MediaSink, VideoPipeline
 from ..session.source import SessionServices, VideoSource
 from ..session.stats import StageStats
 from .audio import AudioPacketizer
-from .control import ControlCipher, ControlError, MsgType, parse_rfi, termination
+from .control import (
+    ControlCipher,
+    ControlError,
+    MsgType,
+    hdr_mode,
+    parse_rfi,
+    ss_hdr_metadata,
+    termination,
+)
 from .input import InputError, InputRouter, parse_input
 from .media import MediaPort
 from .nvhttp import LaunchParams
@@ -241,6 +250,25 @@ class StreamSession:
             capturer.close()
 
     # --- control --------------------------------------------------------------------------
+
+    def on_control_connected(self, peer: int) -> None:
+        """The client's control stream is up: tell it whether the video is HDR10, with the
+        display's mastering metadata (Moonlight switches its output to HDR on this)."""
+        self.control_peer = peer
+        if self._source is None:
+            return
+        plan = self._source.plan
+        meta = None
+        if plan.hdr:
+            meta = ss_hdr_metadata(self._source.capturer.hdr_meta() or HDR10_DEFAULT)
+        self.send_message(*hdr_mode(plan.hdr, meta))
+        if self.negotiation.hdr and not plan.hdr:
+            event(
+                _log,
+                "session.sdr",
+                session=self.name,
+                reason="client asked for HDR; " + ("; ".join(plan.downgrades) or "not possible"),
+            )
 
     def send_message(self, msg_type: int, payload: bytes) -> None:
         if self.control_peer is None:
