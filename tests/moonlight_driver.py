@@ -143,6 +143,7 @@ def main() -> int:
     parser.add_argument("--input-after-file", default="")
     parser.add_argument("--keys", default="")
     parser.add_argument("--click", default="")
+    parser.add_argument("--app", default="Desktop", help="the app to launch")
     parser.add_argument("--launch-only", action="store_true", help="no pairing attempt")
     parser.add_argument("--cancel-after", type=float, default=0.0, help="send /cancel after S s")
     parser.add_argument(
@@ -193,7 +194,7 @@ def main() -> int:
     width, height, fps = (int(v) for v in args.mode.split("x"))
     started = time.monotonic()
     client.start_stream(
-        app="Desktop",
+        app=args.app,
         width=width,
         height=height,
         fps=fps,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -167,3 +168,39 @@ def test_keyboard_and_mouse_reach_the_session_display(tmp_path: Path) -> None:
         assert clicks and abs(clicks[0][0] - 640) <= 2 and abs(clicks[0][1] - 360) <= 2, clicks
     finally:
         host.kill()
+
+
+def test_an_app_runs_on_the_session_display_and_dies_with_the_session(tmp_path: Path) -> None:
+    require_backend(DisplayBackend.XVFB)
+    marker = tmp_path / "app.txt"
+    script = tmp_path / "app.sh"
+    script.write_text(f"echo $$ $DISPLAY > {marker}\nsleep 300 &\nwait\n")
+    host = Host(tmp_path, "--pin", "4321", "--display", "xvfb", "--apps", f"Marker=sh {script}")
+    try:
+        drive(tmp_path, "--pin", "4321", "--pair-only")
+        client = start_drive(tmp_path, "--seconds", "4", "--mode", "800x600x30", "--app", "Marker")
+        display = _session_display(host, client)
+        deadline = time.monotonic() + 10
+        while not marker.exists() or not marker.read_text().strip():
+            assert time.monotonic() < deadline, "the app never started"
+            time.sleep(0.1)
+        pid, app_display = marker.read_text().split()
+        assert app_display == display
+        assert os.getpgid(int(pid)) == int(pid)  # its own process group
+        finish_drive(client)
+        assert host.wait_no_sessions() == []
+        deadline = time.monotonic() + 10
+        while _group_alive(int(pid)):
+            assert time.monotonic() < deadline, "the app's process group outlived its session"
+            time.sleep(0.1)
+        assert "app.start" in host.log.read_text()
+    finally:
+        host.kill()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True

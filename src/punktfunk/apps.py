@@ -3,9 +3,14 @@ commands, each launched on the session's display and killed with it."""
 
 from __future__ import annotations
 
+import os
 import shlex
+import signal
 import struct
+import subprocess
+import threading
 import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 DESKTOP_ID = 881448767  # any stable positive int32 works; this one is what clients often see
@@ -68,3 +73,56 @@ class AppList:
             hue = app.id % 0xFFFFFF
             self._art[app.id] = _png(130, 180, ((hue >> 16) & 0xFF, (hue >> 8) & 0xFF, hue & 0xFF))
         return self._art[app.id]
+
+
+class AppProcess:
+    """A configured app running for one session: its own process group, on the session's
+    display (its environment says which); `stop()` ends the whole group, so nothing the app
+    started outlives the session. `on_exit(returncode)` hears when it ends by itself."""
+
+    GRACE_S = 2.0  # between SIGTERM and SIGKILL
+
+    def __init__(
+        self, app: App, env: Mapping[str, str], on_exit: Callable[[int], None] | None = None
+    ) -> None:
+        self.app = app
+        self._stopping = threading.Event()
+        self._on_exit = on_exit
+        # Raises OSError (e.g. FileNotFoundError) when the command cannot start.
+        self.proc = subprocess.Popen(
+            app.command,
+            env={**os.environ, **env},
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self._watcher = threading.Thread(
+            target=self._watch, name=f"app-{self.proc.pid}", daemon=True
+        )
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        code = self.proc.wait()
+        if not self._stopping.is_set() and self._on_exit is not None:
+            self._on_exit(code)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for sig, wait in ((signal.SIGTERM, self.GRACE_S), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                continue
+            if not self._group_alive():
+                break
+        self._watcher.join(timeout=1)
+
+    def _group_alive(self) -> bool:
+        try:
+            os.killpg(self.proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from ..apps import AppProcess
 from ..encode.base import EncodedFrame, FrameType
 from ..log import event
 from ..proto.frame import HDR10_DEFAULT
@@ -128,6 +129,7 @@ class StreamSession:
         self._lock = threading.Lock()
         self._source: VideoSource | None = None
         self._pipeline: VideoPipeline | None = None
+        self._app: AppProcess | None = None
         self._inputs: queue.Queue[bytes | None] = queue.Queue(maxsize=INPUT_QUEUE)
         self._threads: list[threading.Thread] = []
         self.name = f"gs-{launch.client_name}-{launch.connect_data & 0xFFFF:04x}"
@@ -156,6 +158,7 @@ class StreamSession:
         )
         router = InputRouter(self._services.open_input(source), self._services.open_pads(self.name))
         self._spawn(self._input_loop, "input", router)
+        self._launch_app(source)
         event(
             _log,
             "session.start",
@@ -167,6 +170,29 @@ class StreamSession:
             encrypted_video=bool(n.encryption & ENC_VIDEO),
             encrypted_audio=bool(n.encryption & ENC_AUDIO),
         )
+
+    def _launch_app(self, source: VideoSource) -> None:
+        app = self.launch.params.app
+        if not app.command:
+            return
+        try:
+            self._app = AppProcess(app, source.app_env, self._app_exited)
+        except OSError as exc:
+            reason = f"app {app.title!r} could not start: {exc}"
+            event(_log, "app.failed", logging.ERROR, session=self.name, reason=reason)
+            threading.Thread(target=self.end, args=(reason, True), daemon=True).start()
+            return
+        event(
+            _log,
+            "app.start",
+            session=self.name,
+            app=app.title,
+            pid=self._app.proc.pid,
+            display=source.display_name,
+        )
+
+    def _app_exited(self, code: int) -> None:
+        self.end(f"app {self.launch.params.app.title!r} exited with code {code}", True)
 
     def _spawn(self, target: Callable[..., None], name: str, *args: object) -> None:
         thread = threading.Thread(target=target, args=args, name=f"{self.name}-{name}", daemon=True)
@@ -184,6 +210,8 @@ class StreamSession:
         if self._pipeline is not None:
             self._pipeline.stop()
         self._inputs.put(None)
+        if self._app is not None:
+            self._app.stop()
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(timeout=5)
