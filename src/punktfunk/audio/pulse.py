@@ -37,7 +37,12 @@ CHANNEL_MAPS = {
     6: "front-left,front-right,front-center,lfe,rear-left,rear-right",
     8: "front-left,front-right,front-center,lfe,rear-left,rear-right,side-left,side-right",
 }
-MAX_LATENCY_MS = 40  # capture backlog beyond this is dropped, oldest first
+# Capture backlog beyond this is dropped, oldest first. It is a safety net against a long hang
+# (never ship seconds of stale audio), not the latency target: in steady state a chunk leaves
+# ~3 ms after it was rendered. On a loaded box this process is sometimes descheduled for
+# 40-80 ms; the audio of such a stall comes out at once afterwards and is sent late (the
+# client's jitter buffer trims it) instead of being dropped, which would be an audible gap.
+MAX_LATENCY_MS = 100
 _CHUNK_FRAMES = SAMPLE_RATE * CHUNK_MS // 1000
 _OWNER = re.compile(r"punktfunk\.pid=(\d+)")
 

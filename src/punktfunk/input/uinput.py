@@ -212,6 +212,25 @@ class UinputPadManager:
             if data:
                 os.write(dev.fd, data)
 
+    def touch(self, index: int, finger: int, active: bool, x: float, y: float) -> None:
+        self._extra("touch", index)
+
+    def motion(
+        self,
+        index: int,
+        accel: tuple[float, float, float] | None = None,
+        gyro: tuple[float, float, float] | None = None,
+    ) -> None:
+        self._extra("motion", index)
+
+    def battery(self, index: int, percent: int, charging: bool) -> None:
+        # hid-playstation reports battery through a power_supply, which uinput cannot create.
+        self._extra("battery", index)
+
+    def _extra(self, op: str, index: int) -> None:
+        if not self._skip(op, index):
+            event(_log, "pads.unsupported", logging.DEBUG, backend="uinput", op=op, index=index)
+
     def remove(self, index: int) -> None:
         if self._skip("remove", index):
             return
