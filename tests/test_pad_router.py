@@ -31,7 +31,7 @@ from punktfunk.input.padroute import (
     native_state,
     seq_newer,
 )
-from punktfunk.input.pads import ShmPadManager
+from punktfunk.input.pads import ShmPadManager, open_pad_manager
 from punktfunk.input.reports import BUTTON_A, BUTTON_B, DPAD_DOWN, TOUCHPAD_CLICK
 from punktfunk.input.uinput import UinputPadManager
 from punktfunk.native.dgram import InputEvent, InputKind
@@ -325,3 +325,21 @@ def test_without_uinput_the_session_goes_on(
     router.battery(0, 80, False)
     router.remove(0)
     router.close()
+
+
+def test_auto_backend_without_uinput_says_so_and_uses_shared_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a session gets on this kernel: a warning naming the reason, then working pads."""
+    with caplog.at_level(logging.WARNING, logger="punktfunk.input.pads"):
+        pads = open_pad_manager("auto", shm_dir=tmp_path, uinput_path=tmp_path / "uinput")
+    try:
+        text = caplog.text
+        assert "pads.uinput_unavailable" in text and "does not exist" in text
+        assert "shared-memory pads" in text
+        assert isinstance(pads, ShmPadManager) and pads.available
+        router = PadRouter(pads)
+        router.state(0, _state(BUTTON_A), active_mask=1)
+        assert pads.path(0).exists()
+    finally:
+        pads.close()
