@@ -27,9 +27,12 @@ from punktfunk.input.padroute import (
     gamestream_kind,
     native_arrival,
     native_kind,
+    native_motion,
     native_remove,
     native_state,
+    native_touch,
     seq_newer,
+    trigger_effects,
 )
 from punktfunk.input.pads import ShmPadManager, open_pad_manager
 from punktfunk.input.reports import BUTTON_A, BUTTON_B, DPAD_DOWN, TOUCHPAD_CLICK
@@ -196,6 +199,13 @@ def test_field_helpers() -> None:
     assert gamestream_battery(3, 55) == (55, True)
     assert gamestream_battery(2, 0xFF) == (50, False)
     assert gamestream_battery(5, 0xFF) == (100, True)
+    assert native_touch(0xFFFF, 0) == (1.0, 0.0)
+    accel, gyro = native_motion((20, -40, 0), (0, 10_000, -5_000))
+    assert gyro == (1.0, -2.0, 0.0)
+    assert accel == pytest.approx((0.0, 9.80665, -4.903325))
+    right, left = bytes([0x21, *range(10)]), bytes([0x26, *range(10, 20)])
+    assert trigger_effects(bytes([0x0C]) + right + left) == [(0, left), (1, right)]
+    assert trigger_effects(bytes([0x04]) + right + bytes(11)) == [(1, right)]
     pad, seq, state = native_state(
         BUTTON_A | TOUCHPAD_CLICK,
         (0x8000 << 16) | 0x7FFF,
@@ -294,12 +304,14 @@ def test_native_dualsense_reaches_a_consumer_process_and_feedback_comes_back(liv
         assert consumer.dump()[8:72] == report
         # The game sets rumble and the lightbar through a DualSense output report.
         out = bytearray(48)
-        out[0], out[1], out[2] = 0x02, 0x01, 0x04
+        out[0], out[1], out[2] = 0x02, 0x01, 0x04 | 0x10 | 0x01  # rumble; LED, players, mic
         out[3], out[4] = 0x10, 0x20
+        out[9] = 2  # mic LED pulsing
+        out[44] = 0x04 | 0xE0  # the middle player LED (upper bits are not LEDs)
         out[45:48] = bytes([0, 0, 255])
         assert consumer.ask(f"output {out.hex()}") == "ok"
         fb = feedback.get(timeout=2)
-        assert fb == PadFeedback(0, 0x20 * 257, 0x10 * 257, (0, 0, 255), None)
+        assert fb == PadFeedback(0, 0x20 * 257, 0x10 * 257, (0, 0, 255), None, 0x04, 2)
         removal = InputEvent(InputKind.GAMEPAD_REMOVE, flags=2 << 24).encode()
         _feed_native(router, removal)
         assert not pads.path(0).exists()

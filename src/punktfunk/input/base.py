@@ -35,7 +35,8 @@ class PadFeedback:
     right) motors, 0..65535, always the pad's current rumble (GameStream 0x010b carries exactly
     these). `led_rgb` and `trigger_effect` are None unless the game changed them; an effect is
     `flags (0x04 right | 0x08 left) + right[11] + left[11]` DualSense trigger-effect bytes
-    (type, then 10 parameters), the content of GameStream 0x5503.
+    (type, then 10 parameters), the content of GameStream 0x5503. `player_leds` (low 5 bits)
+    and `mic_led` (0 off, 1 on, 2 pulse) likewise, DualSense only (punktfunk/2 HID output).
     """
 
     index: int
@@ -43,6 +44,8 @@ class PadFeedback:
     rumble_high: int = 0
     led_rgb: tuple[int, int, int] | None = None
     trigger_effect: bytes | None = None
+    player_leds: int | None = None
+    mic_led: int | None = None
 
 
 @runtime_checkable

@@ -266,3 +266,38 @@ def gamestream_battery(state: int, percent: int) -> tuple[int, bool]:
     if percent == BATTERY_PERCENT_UNKNOWN:
         percent = 100 if state == BATTERY_STATE_FULL else 50
     return min(percent, 100), state in _ON_CABLE
+
+
+# punktfunk/2 rich input (0xCC, `quic/datagram.rs` RichInput) and motion units (`input.rs`
+# gamepad::MOTION_*): touch x/y are 0..65535 over the pad's surface, motion is raw i16 at
+# 20 LSB per deg/s (gyro) and 10000 LSB per g (accel).
+NATIVE_GYRO_LSB_PER_DEG_S = 20
+NATIVE_ACCEL_LSB_PER_G = 10_000
+STANDARD_G = 9.80665
+
+
+def native_touch(x: int, y: int) -> tuple[float, float]:
+    """Normalized (x, y) of a punktfunk/2 RichInput::Touchpad contact."""
+    return (x & 0xFFFF) / 0xFFFF, (y & 0xFFFF) / 0xFFFF
+
+
+def native_motion(
+    gyro: tuple[int, int, int], accel: tuple[int, int, int]
+) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """(accel m/s^2, gyro deg/s) of a punktfunk/2 RichInput::Motion sample, ready for
+    `PadRouter.motion(index, accel=..., gyro=...)`."""
+    g = tuple(v / NATIVE_GYRO_LSB_PER_DEG_S for v in gyro)
+    a = tuple(v * STANDARD_G / NATIVE_ACCEL_LSB_PER_G for v in accel)
+    return (a[0], a[1], a[2]), (g[0], g[1], g[2])
+
+
+def trigger_effects(trigger_effect: bytes) -> list[tuple[int, bytes]]:
+    """`PadFeedback.trigger_effect` as punktfunk/2 HidOutput::Trigger pairs (`which` 0 = L2,
+    1 = R2; 11 effect bytes), only for the sides the game changed."""
+    flags, right, left = trigger_effect[0], trigger_effect[1:12], trigger_effect[12:23]
+    out = []
+    if flags & 0x08:  # reports.TRIGGER_LEFT
+        out.append((0, bytes(left)))
+    if flags & 0x04:  # reports.TRIGGER_RIGHT
+        out.append((1, bytes(right)))
+    return out

@@ -289,8 +289,9 @@ class ShmPadManager:
             )
             effect = bytes([update.trigger_flags]) + pad.triggers[0] + pad.triggers[1]
         return PadFeedback(
-            pad.index, pad.rumble[0] * 257, pad.rumble[1] * 257, update.led_rgb, effect
-        )
+            pad.index, pad.rumble[0] * 257, pad.rumble[1] * 257, update.led_rgb, effect,
+            update.player_leds, update.mic_led,
+        )  # fmt: skip
 
 
 def open_pad_manager(
