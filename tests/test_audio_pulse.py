@@ -178,6 +178,8 @@ def test_mic_audio_reaches_the_virtual_source(pulse: PulseServer, tmp_path: Path
         assert mic.source_name == "punktfunk-mic1-mic"
         assert session_env(ToneCapturer(), mic)["PULSE_SOURCE"] == "punktfunk-mic1-mic"
         encoder = OpusEncoder(OpusConfig(1, 64_000))
+        mic.write_opus(b"\xff\xfe\x00 not opus")  # a bad client packet is dropped, counted
+        assert mic.bad_packets == 1
         tone = _tones([700.0], 1.5)
         start = time.monotonic()
         for i in range(len(tone) // 240):  # paced like a client: one 5 ms packet per 5 ms
