@@ -265,6 +265,15 @@ class RecordingPads:
         self.calls.append(("update", index, state))
         self.states[index] = state
 
+    def touch(self, index: int, finger: int, active: bool, x: float, y: float) -> None:
+        self.calls.append(("touch", index, finger, active, x, y))
+
+    def motion(self, index: int, accel: object = None, gyro: object = None) -> None:
+        self.calls.append(("motion", index, accel, gyro))
+
+    def battery(self, index: int, percent: int, charging: bool) -> None:
+        self.calls.append(("battery", index, percent, charging))
+
     def remove(self, index: int) -> None:
         assert index in self.live, f"remove of unplugged pad {index}"
         self.calls.append(("remove", index))

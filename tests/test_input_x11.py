@@ -23,7 +23,8 @@ from punktfunk.input.base import InputInjector
 from punktfunk.input.x11 import InputError, X11Injector
 
 VK_SHIFT, VK_RETURN, VK_F5, VK_OEM_1 = 0x10, 0x0D, 0x74, 0xBA
-VK_A, VK_Y, VK_Z, VK_2 = 0x41, 0x59, 0x5A, 0x32
+VK_A, VK_Y, VK_Z, VK_2, VK_OEM_7, VK_RMENU, VK_Q = 0x41, 0x59, 0x5A, 0x32, 0xDE, 0xA5, 0x51
+NON_NORMALIZED = 0x01  # GameStream keyboard flag: the VK names a symbol, not a US position
 SCREEN_W, SCREEN_H = 1024, 768
 _DISPLAY_FDS: dict[int, int] = {}  # server pid -> read end of its -displayfd pipe
 
@@ -300,17 +301,45 @@ def test_close_restores_spare_keycodes(xvfb: str) -> None:
 
 
 def test_german_layout(xorg_de: str) -> None:
+    """US-positional VKs type what the German layout has at those keys (Z/Y swap, ä, ö); a
+    non-normalized VK and text type their symbol wherever the layout has it."""
     win = Window(xorg_de)
     inj = X11Injector(xorg_de)
     try:
-        for vk in (VK_Y, VK_Z, VK_OEM_1, VK_2):
+        for vk in (VK_Y, VK_Z, VK_OEM_1, VK_OEM_7, VK_2):
             inj.key(vk, True, 0)
             inj.key(vk, False, 0)
+        inj.key(VK_Y, True, 0, NON_NORMALIZED)
+        inj.key(VK_Y, False, 0, NON_NORMALIZED)
         inj.text("äÖß€@")
         events = win.events()
-        assert _chars(win.typed(events)) == "yz;2äÖß€@"
+        assert _chars(win.typed(events)) == "zyöä2yäÖß€@"
         codes = [e.detail for e in events if e.type == X.KeyPress]
-        assert codes[:2] == [52, 29], "VK_Y/VK_Z must use the German key positions"
+        # evdev KEY_Y 21, KEY_Z 44, KEY_SEMICOLON 39, KEY_APOSTROPHE 40, KEY_2 3 (+ 8)
+        assert codes[:6] == [29, 52, 47, 48, 11, 52], "keys must be pressed at their positions"
+    finally:
+        inj.close()
+        win.close()
+
+
+def test_german_altgr_is_the_right_alt_position(xorg_de: str) -> None:
+    """VK_RMENU is the key right of space: AltGr on German, so AltGr+Q types @ like locally."""
+    win = Window(xorg_de)
+    inj = X11Injector(xorg_de)
+    try:
+        inj.key(VK_RMENU, True, 0x04)
+        inj.key(VK_Q, True, 0x04)
+        inj.key(VK_Q, False, 0x04)
+        inj.key(VK_RMENU, False, 0)
+        events = win.events()
+        presses = [e for e in events if e.type == X.KeyPress]
+        assert len(presses) == 2, "AltGr counts as the Alt the flags announce: no extra Alt"
+        altgr, q = presses
+        assert win.d.keycode_to_keysym(altgr.detail, 0) == XK.string_to_keysym("ISO_Level3_Shift")
+        assert q.detail == 24  # the Q position (evdev KEY_Q 16 + 8) in both keycode sets
+        level3 = win.d.keycode_to_keysym(q.detail, 4)  # group 1, level 3 (AltGr)
+        assert q.state & X.Mod5Mask and level3 == ord("@")
+        assert not any(win.d.query_keymap()), "a key is still held"
     finally:
         inj.close()
         win.close()

@@ -7,6 +7,7 @@ deliver that to `on_feedback`.
 
 from __future__ import annotations
 
+import ctypes
 import queue
 import struct
 import subprocess
@@ -29,7 +30,15 @@ from punktfunk.input.reports import (
     START,
     TOUCHPAD_CLICK,
 )
-from punktfunk.proto.gamepad import GAMEPAD_PROTO_VERSION, PAD_MAGIC, XUSB_MAGIC
+from punktfunk.proto.gamepad import (
+    GAMEPAD_PROTO_VERSION,
+    PAD_MAGIC,
+    REPORT_LEN,
+    XUSB_MAGIC,
+    DeviceType,
+    PadShm,
+    XusbShm,
+)
 
 CONSUMER = r"""
 import mmap, struct, sys
@@ -245,3 +254,41 @@ def test_seqlock_reader_never_sees_a_torn_report(
         consumer.close()
     assert torn == 0
     assert distinct > 1, "the reader never ran concurrently with the writer"
+
+
+def test_host_bytes_are_the_proto_gamepad_layouts(
+    manager: tuple[ShmPadManager, queue.Queue[PadFeedback]],
+) -> None:
+    """What the host writes, read back through `proto.gamepad`'s structs and at the raw pinned
+    offsets: the structs another process would map are exactly the host's bytes."""
+    pads, _ = manager
+    state = PadState(BUTTON_Y | LEFT_SHOULDER, 33, 44, -1234, 4321, 32767, -32768)
+    pads.arrive(5, PadKind.XBOX360)
+    pads.update(5, state)
+    raw = pads.path(5).read_bytes()
+    assert len(raw) == ctypes.sizeof(XusbShm)
+    x = XusbShm.from_buffer_copy(raw)
+    assert (x.magic, x.packet, x.pad_index) == (XUSB_MAGIC, 2, 5)
+    fields = (x.buttons, x.left_trigger, x.right_trigger, x.thumb_lx, x.thumb_ly, x.thumb_rx,
+              x.thumb_ry)  # fmt: skip
+    assert fields == (BUTTON_Y | LEFT_SHOULDER, 33, 44, -1234, 4321, 32767, -32768)
+    for name, fmt, value in (
+        ("magic", "<I", XUSB_MAGIC), ("packet", "<I", 2), ("buttons", "<H", 0x8100),
+        ("left_trigger", "<B", 33), ("right_trigger", "<B", 44), ("thumb_lx", "<h", -1234),
+        ("thumb_ly", "<h", 4321), ("thumb_rx", "<h", 32767), ("thumb_ry", "<h", -32768),
+        ("rumble_seq", "<I", 0), ("driver_proto", "<I", 0), ("pad_index", "<I", 5),
+    ):  # fmt: skip
+        offset = getattr(XusbShm, name).offset
+        assert raw[offset : offset + struct.calcsize(fmt)] == struct.pack(fmt, value), name
+
+    pads.arrive(6, PadKind.DUALSHOCK4)
+    pads.update(6, state)
+    raw = pads.path(6).read_bytes()
+    assert len(raw) == ctypes.sizeof(PadShm)
+    p = PadShm.from_buffer_copy(raw)
+    assert (p.magic, p.device_type, p.pad_index) == (PAD_MAGIC, DeviceType.DUALSHOCK4, 6)
+    assert p.input_gen % 2 == 0 and p.input_gen > 0 and p.out_seq == 0
+    report = bytes(p.input)
+    assert report == raw[PadShm.input.offset : PadShm.input.offset + REPORT_LEN]
+    assert report[0] == 0x01 and report[8:10] == bytes([33, 44])  # DS4 triggers at 8-9
+    assert raw[140] == 1 and struct.unpack_from("<I", raw, 152)[0] == 6

@@ -37,7 +37,9 @@ IOCTLS = {
     "UI_SET_EVBIT": 0x40045564,
     "UI_SET_KEYBIT": 0x40045565,
     "UI_SET_ABSBIT": 0x40045567,
+    "UI_SET_MSCBIT": 0x40045568,
     "UI_SET_FFBIT": 0x4004556B,
+    "UI_SET_PROPBIT": 0x4004556E,
     "UI_BEGIN_FF_UPLOAD": 0xC06855C8,
     "UI_END_FF_UPLOAD": 0x406855C9,
     "UI_BEGIN_FF_ERASE": 0xC00C55CA,
@@ -103,6 +105,8 @@ int main(void) {
            (unsigned long)UI_SET_KEYBIT);
     printf("UI_SET_ABSBIT %lu\nUI_SET_FFBIT %lu\n",
            (unsigned long)UI_SET_ABSBIT, (unsigned long)UI_SET_FFBIT);
+    printf("UI_SET_MSCBIT %lu\nUI_SET_PROPBIT %lu\n",
+           (unsigned long)UI_SET_MSCBIT, (unsigned long)UI_SET_PROPBIT);
     printf("UI_BEGIN_FF_UPLOAD %lu\nUI_END_FF_UPLOAD %lu\n",
            (unsigned long)UI_BEGIN_FF_UPLOAD, (unsigned long)UI_END_FF_UPLOAD);
     printf("UI_BEGIN_FF_ERASE %lu\nUI_END_FF_ERASE %lu\n",

@@ -12,6 +12,8 @@ import logging
 import os
 import queue
 
+import av
+
 from ..log import event
 from .base import AudioChunk
 from .opus import OpusDecoder
@@ -79,6 +81,7 @@ class PulseMic:
             self._owned.release()
             raise
         self._decoder: OpusDecoder | None = None
+        self.bad_packets = 0  # client packets the decoder refused (dropped, counted)
         self._writer = _Writer(stream, f"mic-{self._source}")
         self._owned.start(self._writer)
         event(_log, "audio.mic", source=self._source, channels=channels, server=server.address)
@@ -93,10 +96,18 @@ class PulseMic:
         self._writer.put(chunk.pcm)
 
     def write_opus(self, packet: bytes) -> None:
-        """One client Opus packet (mono or stereo, as the mic was opened)."""
+        """One client Opus packet (mono or stereo, as the mic was opened). A packet the
+        decoder refuses is dropped and counted: it is the client's data, and one bad packet
+        must not take the caller's receive loop down."""
         if self._decoder is None:
             self._decoder = OpusDecoder(self._channels)
-        pcm = self._decoder.decode(packet)
+        try:
+            pcm = self._decoder.decode(packet)
+        except (av.FFmpegError, ValueError) as exc:
+            self.bad_packets += 1
+            event(_log, "audio.mic_bad_packet", logging.DEBUG, source=self._source,
+                  size=len(packet), reason=exc)  # fmt: skip
+            return
         if pcm:
             self._writer.put(pcm)
 

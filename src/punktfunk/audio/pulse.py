@@ -37,7 +37,13 @@ CHANNEL_MAPS = {
     6: "front-left,front-right,front-center,lfe,rear-left,rear-right",
     8: "front-left,front-right,front-center,lfe,rear-left,rear-right,side-left,side-right",
 }
-MAX_LATENCY_MS = 40  # capture backlog beyond this is dropped, oldest first
+# Capture backlog beyond this is dropped, oldest first. It is a safety net against a long hang
+# (never ship seconds of stale audio), not the latency target: in steady state a chunk leaves
+# ~3 ms after it was rendered. On the shared 2-vCPU machines the whole box stalls for up to
+# ~100 ms at times (raw parec sees the same stalls); the audio of such a stall comes out at once
+# afterwards and is sent late (the client's jitter buffer trims it) rather than dropped, which
+# would be an audible gap on top of the stall. Twice the worst stall seen keeps that true.
+MAX_LATENCY_MS = 200
 _CHUNK_FRAMES = SAMPLE_RATE * CHUNK_MS // 1000
 _OWNER = re.compile(r"punktfunk\.pid=(\d+)")
 

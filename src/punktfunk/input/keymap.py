@@ -13,6 +13,16 @@ from collections import OrderedDict
 from Xlib.display import Display
 
 NO_SYMBOL = 0
+EVDEV_OFFSET = 8  # X keycode = Linux evdev code + 8 under the xkb "evdev" keycodes
+_XK_UP, _XK_LEFT = 0xFF52, 0xFF51
+# The older xkb "xfree86" keycodes (an Xorg without input hotplug still uses them) agree with
+# evdev + 8 below evdev code 89 and differ for these extended keys; other codes >= 89 (F13+,
+# IME keys) have no fixed position there and fall back to keysyms.
+_XFREE86 = {
+    102: 97, 103: 98, 104: 99, 105: 100, 106: 102, 107: 103, 108: 104, 109: 105, 110: 106,
+    111: 107, 96: 108, 97: 109, 119: 110, 99: 111, 98: 112, 100: 113, 125: 115, 126: 116,
+    127: 117,
+}  # fmt: skip
 
 
 class Keymap:
@@ -27,6 +37,7 @@ class Keymap:
         self._shifted: dict[int, int] = {}
         self._syms: dict[int, tuple[int, ...]] = {}
         self._spare: list[int] = []
+        self._keycodes = ""  # "evdev", "xfree86" or "" (unknown: no positional keys)
         self.reload()
 
     def reload(self) -> None:
@@ -46,6 +57,14 @@ class Keymap:
             if self._syms.get(keycode, ())[:2] != syms:
                 del self._bound[keycode]
         self._spare = [kc for kc, syms in self._syms.items() if not any(syms)]
+        # The arrows are where the "xfree86" keycode set differs from "evdev" (98/100 vs
+        # 111/113) and no layout moves them, so they tell which set the server uses.
+        if self.keysym(111) == _XK_UP and self.keysym(113) == _XK_LEFT:
+            self._keycodes = "evdev"
+        elif self.keysym(98) == _XK_UP and self.keysym(100) == _XK_LEFT:
+            self._keycodes = "xfree86"
+        else:
+            self._keycodes = ""
 
     def plain(self, keysym: int) -> int | None:
         """The keycode that produces `keysym` with no modifier held, if the layout has one."""
@@ -54,6 +73,28 @@ class Keymap:
     def shifted(self, keysym: int) -> int | None:
         """The keycode that produces `keysym` with Shift held (and not without it)."""
         return self._shifted.get(keysym)
+
+    def positional(self, evdev: int | None) -> int | None:
+        """The keycode at evdev key position `evdev`, if the server's keycode set is known and
+        the layout puts a symbol there (else None: the caller falls back to a keysym)."""
+        if evdev is None or not self._keycodes:
+            return None
+        if self._keycodes == "evdev":
+            keycode: int | None = evdev + EVDEV_OFFSET
+        else:
+            keycode = _XFREE86.get(evdev, evdev + EVDEV_OFFSET if evdev < 89 else None)
+        if keycode is None:
+            return None
+        if keycode < self._min or keycode > self._max or self.keysym(keycode) == NO_SYMBOL:
+            return None
+        if keycode in self._bound:  # a spare we bound ourselves is no real key position
+            return None
+        return keycode
+
+    @property
+    def keycodes(self) -> str:
+        """Which xkb keycode set the server uses: "evdev", "xfree86" or "" (unknown)."""
+        return self._keycodes
 
     def keysym(self, keycode: int) -> int:
         syms = self._syms.get(keycode, ())

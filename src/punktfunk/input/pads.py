@@ -44,7 +44,7 @@ from ..proto.gamepad import (
 )
 from . import reports
 from .base import PadFeedback, PadKind, PadManager, PadState
-from .uinput import UINPUT_PATH, UinputPadManager
+from .uinput import UINPUT_PATH, UinputPadManager, unavailable_reason
 
 _log = logging.getLogger("punktfunk.input.pads")
 
@@ -289,15 +289,28 @@ class ShmPadManager:
             )
             effect = bytes([update.trigger_flags]) + pad.triggers[0] + pad.triggers[1]
         return PadFeedback(
-            pad.index, pad.rumble[0] * 257, pad.rumble[1] * 257, update.led_rgb, effect
-        )
+            pad.index, pad.rumble[0] * 257, pad.rumble[1] * 257, update.led_rgb, effect,
+            update.player_leds, update.mic_led,
+        )  # fmt: skip
 
 
-def open_pad_manager(session: str, backend: str = "auto", shm_dir: Path = SHM_DIR) -> PadManager:
-    """The session's pads: uinput where /dev/uinput exists (auto), else shared memory."""
-    if backend == "uinput" or (backend == "auto" and UINPUT_PATH.exists()):
-        manager: PadManager = UinputPadManager(session)
-    elif backend in ("auto", "shm"):
+def open_pad_manager(
+    session: str, backend: str = "auto", shm_dir: Path = SHM_DIR, uinput_path: Path = UINPUT_PATH
+) -> PadManager:
+    """The session's pads: uinput where it is usable (auto), else shared memory.
+
+    When auto cannot use uinput it says so once per session, with the reason, and goes on with
+    shared-memory pads (which need a consumer process to become devices).
+    """
+    if backend == "auto":
+        why = unavailable_reason(uinput_path)
+        backend = "shm" if why else "uinput"
+        if why:
+            event(_log, "pads.uinput_unavailable", logging.WARNING, session=session, reason=why,
+                  fallback="shared-memory pads")  # fmt: skip
+    if backend == "uinput":
+        manager: PadManager = UinputPadManager(session, uinput_path)
+    elif backend == "shm":
         manager = ShmPadManager(session, shm_dir)
     else:
         raise ValueError(f"unknown pad backend {backend!r} (auto, uinput, shm)")

@@ -7,8 +7,8 @@ Layouts as Linux's hid-playstation.c reads them (USB, report ID in byte 0):
   10-11 sensor time (5.33 us), 13-18 gyro, 19-24 accel, 30 status, 33 touch-report count,
   34-42 first touch report.
 - DualSense output 0x02 (SDL's DS5EffectsState_t after the ID): 1-2 valid flags, 3 right
-  (weak) motor, 4 left (strong) motor, 11-21 right trigger effect, 22-32 left trigger effect,
-  39 valid flag 2, 45-47 lightbar RGB.
+  (weak) motor, 4 left (strong) motor, 9 mic-mute LED, 11-21 right trigger effect, 22-32
+  left trigger effect, 39 valid flag 2, 44 player LEDs, 45-47 lightbar RGB.
 - DualShock 4 output 0x05: 1 valid flags, 4 right (weak) motor, 5 left (strong) motor, 6-8 RGB.
 """
 
@@ -178,6 +178,8 @@ class OutputUpdate:
     led_rgb: tuple[int, int, int] | None = None
     trigger_flags: int = 0  # TRIGGER_RIGHT | TRIGGER_LEFT: which effects are in `triggers`
     triggers: tuple[bytes, bytes] | None = None  # (right, left) 11-byte effects
+    player_leds: int | None = None  # low 5 bits: the player-indicator LEDs
+    mic_led: int | None = None  # 0 off, 1 on, 2 pulse
 
 
 def parse_output(report: bytes) -> OutputUpdate | None:
@@ -188,7 +190,9 @@ def parse_output(report: bytes) -> OutputUpdate | None:
         led = _rgb(report, 45) if flag1 & 0x04 else None
         trig = flag0 & (TRIGGER_RIGHT | TRIGGER_LEFT)
         triggers = (bytes(report[11:22]), bytes(report[22:33])) if trig else None
-        return OutputUpdate(rumble, led, trig, triggers)
+        players = report[44] & 0x1F if flag1 & 0x10 else None
+        mic = report[9] if flag1 & 0x01 else None
+        return OutputUpdate(rumble, led, trig, triggers, players, mic)
     if len(report) >= 11 and report[0] == 0x05:
         flags = report[1]
         rumble = (report[5], report[4]) if flags & 0x01 else None

@@ -2,9 +2,11 @@
 
 Each pad is one evdev device shaped like the kernel driver of the real controller presents it
 (xpad for the Xbox 360 pad, hid-playstation for DualSense and DualShock 4), so SDL and games
-match it by vendor/product/version and name. Rumble arrives as force-feedback uploads and plays,
-and goes back out as `PadFeedback`. Lightbar and trigger effects need HID output reports, which
-uinput cannot carry (that takes uhid or the shared-memory backend).
+match it by vendor/product/version and name. PlayStation pads also get hid-playstation's
+companion devices, "<name> Motion Sensors" and "<name> Touchpad" (`uinput_ps`). Rumble arrives
+as force-feedback uploads and plays, and goes back out as `PadFeedback`. Lightbar, trigger
+effects and battery need HID output reports / a power_supply, which uinput cannot carry (that
+takes uhid or the shared-memory backend).
 
 Where /dev/uinput is missing (this kernel has no uinput) or not writable, the manager says so in
 `reason()` and every call is a no-op logged at debug level: the session goes on without pads.
@@ -17,6 +19,7 @@ import logging
 import os
 import select
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,7 @@ from pathlib import Path
 from ..log import event
 from . import reports as r
 from . import uinput_abi as abi
+from . import uinput_ps as ps
 from .base import PadFeedback, PadKind, PadState
 
 _log = logging.getLogger("punktfunk.input.uinput")
@@ -126,25 +130,74 @@ def state_events(identity: Identity, old: PadState | None, new: PadState) -> byt
     return b"".join(changed) + abi.input_event(abi.EV_SYN, abi.SYN_REPORT, 0)
 
 
+_TOUCHPAD = {
+    PadKind.DUALSENSE: (r.DS_TOUCH_W, r.DS_TOUCH_H),
+    PadKind.DUALSHOCK4: (r.DS4_TOUCH_W, r.DS4_TOUCH_H),
+}
+
+
+def companion_ioctls(kind: PadKind) -> list[list[tuple[int, bytes | int]]]:
+    """Ioctl sequences of the extra devices hid-playstation gives `kind` (none for Xbox)."""
+    if kind not in _TOUCHPAD:
+        return []
+    i = IDENTITIES[kind]
+    ident = (i.name, i.vendor, i.product, i.version)
+    return [ps.sensor_ioctls(*ident), ps.touchpad_ioctls(*ident, *_TOUCHPAD[kind])]
+
+
+def _create(path: Path, calls: list[tuple[int, bytes | int]]) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        for request, arg in calls:
+            fcntl.ioctl(fd, request, arg)
+        fcntl.ioctl(fd, abi.UI_DEV_CREATE)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _destroy(fd: int) -> None:
+    try:
+        fcntl.ioctl(fd, abi.UI_DEV_DESTROY)
+    finally:
+        os.close(fd)
+
+
 class _Device:
     def __init__(self, index: int, kind: PadKind, path: Path) -> None:
-        self.index, self.identity = index, IDENTITIES[kind]
+        self.index, self.kind, self.identity = index, kind, IDENTITIES[kind]
         self.state: PadState | None = None
+        self.extras = r.PadExtras()
         self.effects: dict[int, tuple[int, int]] = {}  # effect id -> (strong, weak)
-        self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        self.fd = _create(path, device_ioctls(self.identity))
+        self.sensors: int | None = None
+        self.touchpad: int | None = None
         try:
-            for request, arg in device_ioctls(self.identity):
-                fcntl.ioctl(self.fd, request, arg)
-            fcntl.ioctl(self.fd, abi.UI_DEV_CREATE)
+            companions = [_create(path, calls) for calls in companion_ioctls(kind)]
         except OSError:
-            os.close(self.fd)
+            _destroy(self.fd)
             raise
+        if companions:
+            self.sensors, self.touchpad = companions
 
     def close(self) -> None:
-        try:
-            fcntl.ioctl(self.fd, abi.UI_DEV_DESTROY)
-        finally:
-            os.close(self.fd)
+        for fd in (self.sensors, self.touchpad):
+            if fd is not None:
+                _destroy(fd)
+        _destroy(self.fd)
+
+
+def unavailable_reason(path: Path = UINPUT_PATH) -> str:
+    """Why uinput pads cannot be created through `path` ("" when they can)."""
+    if not path.exists():
+        return (
+            f"{path} does not exist: this kernel has no uinput (CONFIG_INPUT_UINPUT), "
+            "so virtual gamepads are unavailable; the session continues without them"
+        )
+    if not os.access(path, os.R_OK | os.W_OK):
+        return f"no read/write access to {path}; virtual gamepads are unavailable"
+    return ""
 
 
 class UinputPadManager:
@@ -157,15 +210,7 @@ class UinputPadManager:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        if not path.exists():
-            self._reason = (
-                f"{path} does not exist: this kernel has no uinput (CONFIG_INPUT_UINPUT), "
-                "so virtual gamepads are unavailable; the session continues without them"
-            )
-        elif not os.access(path, os.R_OK | os.W_OK):
-            self._reason = f"no read/write access to {path}; virtual gamepads are unavailable"
-        else:
-            self._reason = ""
+        self._reason = unavailable_reason(path)
         if self._reason:
             event(_log, "pads.unavailable", logging.WARNING, backend="uinput", reason=self._reason)
 
@@ -207,10 +252,46 @@ class UinputPadManager:
             dev = self._devices.get(index)
             if dev is None:
                 return
-            data = state_events(dev.identity, dev.state, state)
-            dev.state = state
+            old, dev.state = dev.state, state
+            data = state_events(dev.identity, old, state)
             if data:
                 os.write(dev.fd, data)
+            click = bool(state.buttons & r.TOUCHPAD_CLICK)
+            if dev.touchpad is not None and click != bool(old and old.buttons & r.TOUCHPAD_CLICK):
+                os.write(dev.touchpad, ps.touch_events(dev.extras.touches, click))
+
+    def touch(self, index: int, finger: int, active: bool, x: float, y: float) -> None:
+        if self._skip("touch", index):
+            return
+        with self._lock:
+            dev = self._devices.get(index)
+            if dev is None or dev.touchpad is None or finger not in (0, 1):
+                return
+            dev.extras.touch(finger, active, x, y, *_TOUCHPAD[dev.kind])
+            click = bool(dev.state and dev.state.buttons & r.TOUCHPAD_CLICK)
+            os.write(dev.touchpad, ps.touch_events(dev.extras.touches, click))
+
+    def motion(
+        self,
+        index: int,
+        accel: tuple[float, float, float] | None = None,
+        gyro: tuple[float, float, float] | None = None,
+    ) -> None:
+        if self._skip("motion", index):
+            return
+        with self._lock:
+            dev = self._devices.get(index)
+            if dev is None or dev.sensors is None:
+                return
+            dev.extras.motion(accel, gyro)
+            stamp = time.monotonic_ns() // 1000
+            os.write(dev.sensors, ps.motion_events(dev.extras.accel, dev.extras.gyro, stamp))
+
+    def battery(self, index: int, percent: int, charging: bool) -> None:
+        # hid-playstation reports battery through a power_supply, which uinput cannot create.
+        if not self._skip("battery", index):
+            event(_log, "pads.unsupported", logging.DEBUG, backend="uinput", op="battery",
+                  index=index)  # fmt: skip
 
     def remove(self, index: int) -> None:
         if self._skip("remove", index):

@@ -169,14 +169,16 @@ UI_ABS_SETUP = iow("U", 4, ctypes.sizeof(UinputAbsSetup))
 UI_SET_EVBIT = iow("U", 100, ctypes.sizeof(ctypes.c_int))
 UI_SET_KEYBIT = iow("U", 101, ctypes.sizeof(ctypes.c_int))
 UI_SET_ABSBIT = iow("U", 103, ctypes.sizeof(ctypes.c_int))
+UI_SET_MSCBIT = iow("U", 104, ctypes.sizeof(ctypes.c_int))
 UI_SET_FFBIT = iow("U", 107, ctypes.sizeof(ctypes.c_int))
+UI_SET_PROPBIT = iow("U", 110, ctypes.sizeof(ctypes.c_int))
 UI_BEGIN_FF_UPLOAD = iowr("U", 200, ctypes.sizeof(UinputFfUpload))
 UI_END_FF_UPLOAD = iow("U", 201, ctypes.sizeof(UinputFfUpload))
 UI_BEGIN_FF_ERASE = iowr("U", 202, ctypes.sizeof(UinputFfErase))
 UI_END_FF_ERASE = iow("U", 203, ctypes.sizeof(UinputFfErase))
 
 # --- event codes (linux/input-event-codes.h) -------------------------------------------------
-EV_SYN, EV_KEY, EV_ABS, EV_FF = 0x00, 0x01, 0x03, 0x15
+EV_SYN, EV_KEY, EV_ABS, EV_MSC, EV_FF = 0x00, 0x01, 0x03, 0x04, 0x15
 EV_UINPUT = 0x0101
 SYN_REPORT = 0
 UI_FF_UPLOAD, UI_FF_ERASE = 1, 2
@@ -188,6 +190,10 @@ BTN_TL, BTN_TR, BTN_TL2, BTN_TR2 = 0x136, 0x137, 0x138, 0x139
 BTN_SELECT, BTN_START, BTN_MODE, BTN_THUMBL, BTN_THUMBR = 0x13A, 0x13B, 0x13C, 0x13D, 0x13E
 ABS_X, ABS_Y, ABS_Z, ABS_RX, ABS_RY, ABS_RZ = 0x00, 0x01, 0x02, 0x03, 0x04, 0x05
 ABS_HAT0X, ABS_HAT0Y = 0x10, 0x11
+ABS_MT_SLOT, ABS_MT_POSITION_X, ABS_MT_POSITION_Y, ABS_MT_TRACKING_ID = 0x2F, 0x35, 0x36, 0x39
+BTN_LEFT, BTN_TOOL_FINGER, BTN_TOUCH, BTN_TOOL_DOUBLETAP = 0x110, 0x145, 0x14A, 0x14D
+MSC_TIMESTAMP = 0x05
+INPUT_PROP_POINTER, INPUT_PROP_BUTTONPAD, INPUT_PROP_ACCELEROMETER = 0x00, 0x02, 0x06
 
 
 def setup(bustype: int, vendor: int, product: int, version: int, name: str, ff_max: int) -> bytes:
@@ -196,9 +202,12 @@ def setup(bustype: int, vendor: int, product: int, version: int, name: str, ff_m
     return bytes(UinputSetup(InputId(bustype, vendor, product, version), raw, ff_max))
 
 
-def abs_setup(code: int, minimum: int, maximum: int, fuzz: int = 0, flat: int = 0) -> bytes:
+def abs_setup(
+    code: int, minimum: int, maximum: int, fuzz: int = 0, flat: int = 0, resolution: int = 0
+) -> bytes:
     """A `struct uinput_abs_setup` for UI_ABS_SETUP."""
-    return bytes(UinputAbsSetup(code, InputAbsinfo(0, minimum, maximum, fuzz, flat, 0)))
+    info = InputAbsinfo(0, minimum, maximum, fuzz, flat, resolution)
+    return bytes(UinputAbsSetup(code, info))
 
 
 def input_event(kind: int, code: int, value: int) -> bytes:

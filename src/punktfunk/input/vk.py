@@ -1,9 +1,17 @@
-"""Windows virtual-key codes (what GameStream clients send) as X keysyms.
+"""Windows virtual-key codes (what both wire protocols send) as key positions and X keysyms.
 
-A VK names a key by its meaning on a US layout. Each entry lists candidate keysyms, preferred
-first: the injector presses the first one the display's keymap produces without modifiers, and
-otherwise binds the first one (with its US shifted keysym) to a spare keycode. Modifier VKs have
-alternatives so that, e.g., right Alt becomes AltGr on layouts that have no Alt_R.
+Both protocols send VKs *normalized to a US layout*: the VK names the physical key by what it
+would type on a US keyboard (Moonlight derives it from the scancode; punktfunk/2's `input.rs`
+maps evdev -> "US-positional VK" and expects the host to map it back). So a VK is first a key
+position (`VK_EVDEV`: the Linux evdev code of that key, X keycode = evdev + 8), and the host's
+layout decides the symbol: VK_Y on a German layout types `z`, VK_OEM_7 types `ä`. That is what
+Sunshine does (US scancode unless the client flags the VK non-normalized).
+
+A VK the client flagged `KEY_FLAG_NON_NORMALIZED` (GameStream flags 0x01), or one without a
+position, names a key by meaning instead (`VK_KEYSYMS`). Each entry lists candidate keysyms,
+preferred first: the injector presses the first one the display's keymap produces without
+modifiers, and otherwise binds the first one (with its US shifted keysym) to a spare keycode.
+Modifier VKs have alternatives so that, e.g., right Alt becomes AltGr on layouts without Alt_R.
 """
 
 from __future__ import annotations
@@ -18,6 +26,9 @@ MOD_SHIFT = 0x01
 MOD_CTRL = 0x02
 MOD_ALT = 0x04
 MOD_META = 0x08
+
+# GameStream keyboard flag (Sunshine's SS_KBE_FLAG_NON_NORMALIZED): the VK is not US-positional.
+KEY_FLAG_NON_NORMALIZED = 0x01
 
 _NAMED: dict[int, tuple[str, ...]] = {
     0x08: ("BackSpace",),
@@ -162,3 +173,34 @@ def char_keysym(char: str) -> int:
     if 0x20 <= cp <= 0x7E or 0xA0 <= cp <= 0xFF:
         return cp
     return 0x01000000 + cp
+
+
+# US-positional VK -> Linux evdev key code (linux/input-event-codes.h). Numpad digits are left
+# out on purpose: a client sends VK_NUMPADn only while *its* NumLock is on, and the host's
+# NumLock state is not synced, so the digit is produced by keysym (KP_n) instead of by a key
+# whose meaning depends on the host's NumLock.
+VK_EVDEV: dict[int, int] = {
+    0x08: 14, 0x09: 15, 0x0D: 28, 0x13: 119, 0x14: 58, 0x1B: 1, 0x20: 57,  # BS Tab Enter ..
+    0x21: 104, 0x22: 109, 0x23: 107, 0x24: 102,  # PgUp PgDn End Home
+    0x25: 105, 0x26: 103, 0x27: 106, 0x28: 108,  # arrows
+    0x2C: 99, 0x2D: 110, 0x2E: 111,  # PrintScreen (SysRq) Insert Delete
+    0x30: 11, **{0x31 + i: 2 + i for i in range(9)},  # 0, 1..9
+    0x41: 30, 0x42: 48, 0x43: 46, 0x44: 32, 0x45: 18, 0x46: 33, 0x47: 34, 0x48: 35,
+    0x49: 23, 0x4A: 36, 0x4B: 37, 0x4C: 38, 0x4D: 50, 0x4E: 49, 0x4F: 24, 0x50: 25,
+    0x51: 16, 0x52: 19, 0x53: 31, 0x54: 20, 0x55: 22, 0x56: 47, 0x57: 17, 0x58: 45,
+    0x59: 21, 0x5A: 44,  # A..Z in VK order, at their QWERTY positions
+    0x5B: 125, 0x5C: 126, 0x5D: 127,  # LWin RWin Apps
+    0x6A: 55, 0x6B: 78, 0x6C: 96, 0x6D: 74, 0x6E: 83, 0x6F: 98,  # keypad operators
+    **{0x70 + i: 59 + i for i in range(10)}, 0x7A: 87, 0x7B: 88,  # F1..F12
+    **{0x7C + i: 183 + i for i in range(12)},  # F13..F24
+    0x90: 69, 0x91: 70,  # NumLock ScrollLock
+    0x10: 42, 0x11: 29, 0x12: 56,  # generic Shift/Ctrl/Alt: the left keys
+    0xA0: 42, 0xA1: 54, 0xA2: 29, 0xA3: 97, 0xA4: 56, 0xA5: 100,  # L/R Shift Ctrl Alt
+    0xBA: 39, 0xBB: 13, 0xBC: 51, 0xBD: 12, 0xBE: 52, 0xBF: 53, 0xC0: 41,  # OEM punctuation
+    0xDB: 26, 0xDC: 43, 0xDD: 27, 0xDE: 40, 0xE2: 86,
+    0x15: 122, 0x19: 123, 0x1C: 92, 0x1D: 94, 0xF2: 93, 0xF3: 85, 0xC1: 89, 0xC2: 121,  # IME
+    0xE1: 124,
+}  # fmt: skip
+
+# VKs that are modifiers themselves (no modifier sync before pressing them).
+MODIFIER_VKS = frozenset({0x10, 0x11, 0x12, 0x5B, 0x5C, 0xA0, 0xA1, 0xA2, 0xA3, 0xA4, 0xA5})

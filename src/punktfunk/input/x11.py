@@ -1,10 +1,13 @@
 """Keyboard and mouse injection into a session's X display through XTEST.
 
 One long-lived connection per display, flushed after every event, guarded by one lock (the
-control-stream thread and the native protocol may both inject). Keys are resolved through the
-display's current keymap (`keymap.Keymap`), so a VK or keysym lands as the same symbol on US and
-non-US layouts. A lost X server turns every call into a no-op (logged once): the session ends on
-its own schedule, not from inside an input handler.
+control-stream thread and the native protocol may both inject). A VK is a US key *position*
+(both protocols normalize to it, see `vk.py`): it presses the key at that position and the
+display's layout decides the symbol, as a local keyboard would. A VK flagged non-normalized, a
+keysym and text are resolved by *symbol* through the display's current keymap
+(`keymap.Keymap`), binding spare keycodes for symbols the layout lacks. A lost X server turns
+every call into a no-op (logged once): the session ends on its own schedule, not from inside an
+input handler.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from Xlib.ext import xtest
 from ..log import event
 from .keymap import Keymap
 from .vk import (
-    ALL_MODIFIER_KEYSYMS,
+    KEY_FLAG_NON_NORMALIZED,
     MOD_ALT,
     MOD_SHIFT,
     MODIFIER_KEYSYMS,
+    MODIFIER_VKS,
+    VK_EVDEV,
     VK_KEYSYMS,
     char_keysym,
 )
@@ -77,19 +82,32 @@ class X11Injector:
 
     # --- keyboard -------------------------------------------------------------------------
 
-    def key(self, vk: int, down: bool, modifiers: int) -> None:
-        """A Windows VK press/release; `modifiers`: shift 1, ctrl 2, alt 4, meta 8 (GameStream)."""
-        entry = VK_KEYSYMS.get(vk & 0xFF)
-        if entry is None:
+    def key(self, vk: int, down: bool, modifiers: int, flags: int = 0) -> None:
+        """A Windows VK press/release; `modifiers`: shift 1, ctrl 2, alt 4, meta 8.
+
+        The VK is a US key position unless `flags` has `KEY_FLAG_NON_NORMALIZED` (GameStream's
+        keyboard flags byte; the native protocol never sets it), then it names a symbol.
+        """
+        code = vk & 0xFF
+        entry = VK_KEYSYMS.get(code)
+        evdev = None if flags & KEY_FLAG_NON_NORMALIZED else VK_EVDEV.get(code)
+        if entry is None and evdev is None:
             event(_log, "input.x11.unknown_vk", logging.DEBUG, vk=hex(vk))
             return
-        candidates, shifted = entry
         with self._lock:
-            if self._begin():
-                if down and self._sync and candidates[0] not in ALL_MODIFIER_KEYSYMS:
-                    self._sync_modifiers(modifiers)
-                self._key(("vk", vk & 0xFF), candidates, shifted, down)
-                self._d.flush()
+            if not self._begin():
+                return
+            if down and self._sync and code not in MODIFIER_VKS:
+                self._sync_modifiers(modifiers)
+            token = ("vk", code)
+            keycode = self._held.get(token) if down else None
+            if keycode is None and down:
+                keycode = self._keymap.positional(evdev)
+            if keycode is not None or not down:
+                self._key_code(token, keycode, down)
+            elif entry is not None:  # no such position on this server/layout: by symbol
+                self._key(token, entry[0], entry[1], down)
+            self._d.flush()
 
     def key_sym(self, keysym: int, down: bool) -> None:
         """A key by X keysym (the native protocol's path); no modifier sync."""
@@ -220,14 +238,21 @@ class X11Injector:
         return keycode
 
     def _key(self, token: object, candidates: tuple[int, ...], shifted: int, down: bool) -> None:
+        keycode = None
         if down:
             keycode = self._held.get(token) or self._resolve(candidates, shifted)
             if keycode is None:
                 return
+        self._key_code(token, keycode, down)
+
+    def _key_code(self, token: object, keycode: int | None, down: bool) -> None:
+        if down:
+            assert keycode is not None
             xtest.fake_input(self._d, X.KeyPress, keycode)
             self._held[token] = keycode
         else:
-            # Release the keycode we pressed, even if the keymap changed in between.
+            # Release the keycode we pressed, even if the keymap changed in between; a key
+            # still held under another token (VK_SHIFT and VK_LSHIFT) stays down.
             keycode = self._held.pop(token, None)
             if keycode is not None and keycode not in self._held.values():
                 xtest.fake_input(self._d, X.KeyRelease, keycode)
