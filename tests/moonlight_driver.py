@@ -93,6 +93,24 @@ def _type_text(lib: ctypes.CDLL, text: str) -> None:
         time.sleep(0.02)
 
 
+LI_CTYPE_XBOX = 0x01
+LI_CCAP_RUMBLE = 0x02
+
+
+def _send_gamepad(lib: ctypes.CDLL, values: list[int]) -> None:
+    """Pad 0 arrives as an Xbox controller with rumble, then reports one state."""
+    buttons, lt, rt, lx, ly, rx, ry = values
+    lib.LiSendControllerArrivalEvent(
+        ctypes.c_uint8(0), ctypes.c_uint16(1), ctypes.c_uint8(LI_CTYPE_XBOX),
+        ctypes.c_uint32(0xFFFF), ctypes.c_uint16(LI_CCAP_RUMBLE),
+    )  # fmt: skip
+    lib.LiSendMultiControllerEvent(
+        ctypes.c_short(0), ctypes.c_short(1), ctypes.c_int(buttons),
+        ctypes.c_ubyte(lt), ctypes.c_ubyte(rt),
+        ctypes.c_short(lx), ctypes.c_short(ly), ctypes.c_short(rx), ctypes.c_short(ry),
+    )  # fmt: skip
+
+
 def _pair_status(http: NvHTTP) -> int:
     """PairStatus as this client sees it: /serverinfo over HTTPS with its certificate, or over
     plain HTTP (which never says paired) when the host refuses the certificate."""
@@ -144,6 +162,11 @@ def main() -> int:
     parser.add_argument("--keys", default="")
     parser.add_argument("--click", default="")
     parser.add_argument("--app", default="Desktop", help="the app to launch")
+    parser.add_argument(
+        "--gamepad",
+        default="",
+        help="after --input-after-file: plug an Xbox pad and send BUTTONS,LT,RT,LX,LY,RX,RY",
+    )
     parser.add_argument("--launch-only", action="store_true", help="no pairing attempt")
     parser.add_argument("--cancel-after", type=float, default=0.0, help="send /cancel after S s")
     parser.add_argument(
@@ -243,6 +266,8 @@ def main() -> int:
                 lib.LiSendMouseButtonEvent(BUTTON_PRESS, 1)
                 lib.LiSendMouseButtonEvent(BUTTON_RELEASE, 1)
             _type_text(lib, args.keys)
+            if args.gamepad:
+                _send_gamepad(lib, [int(v, 0) for v in args.gamepad.split(",")])
             sent_input = True
         if args.cancel_after and not cancelled and time.monotonic() - started >= args.cancel_after:
             client._http.quit_app()

@@ -25,10 +25,15 @@ from gs_client import (
     text_packet,
 )
 from punktfunk.gamestream.input import (
+    MOTION_GYRO,
+    TOUCH_DOWN,
+    TOUCH_MOVE,
     Controller,
     ControllerArrival,
+    ControllerBattery,
+    ControllerMotion,
+    ControllerTouch,
     Haptics,
-    Ignored,
     InputError,
     InputRouter,
     Key,
@@ -37,6 +42,7 @@ from punktfunk.gamestream.input import (
     MouseRel,
     Scroll,
     Text,
+    Touch,
     parse_input,
 )
 from punktfunk.input.base import InputInjector, PadFeedback, PadKind, PadManager, PadState
@@ -125,21 +131,37 @@ def test_sixteenth_controller() -> None:
 
 
 @pytest.mark.parametrize(
-    ("magic", "name", "body"),
+    ("magic", "body", "expected"),
     [
-        (0x55000002, "touch", struct.pack("<BBHI5f", 1, 0, 0xFFFF, 7, 0.5, 0.5, 1, 0, 0)),
+        (
+            0x55000002,
+            struct.pack("<BBHI5f", 1, 0, 0xFFFF, 7, 0.5, 0.25, 1, 0, 0),
+            Touch(TOUCH_DOWN, 7, 0.5, 0.25),
+        ),
         (
             0x55000003,
-            "pen",
-            struct.pack("<BBBB3fHBB2f", 1, 1, 0, 0, 0.1, 0.2, 0.3, 90, 45, 0, 0, 0),
+            struct.pack("<BBBB3fHBB2f", 3, 1, 0, 0, 0.5, 0.25, 0.3, 90, 45, 0, 0, 0),
+            Touch(TOUCH_MOVE, 0, 0.5, 0.25),
         ),
-        (0x55000005, "controller touch", struct.pack("<BBBBI3f", 0, 1, 0, 0, 3, 0.1, 0.2, 0.3)),
-        (0x55000006, "controller motion", struct.pack("<BBBB3f", 0, 2, 0, 0, 0.0, 1.0, 2.0)),
-        (0x55000007, "controller battery", struct.pack("<BBBB", 0, 3, 80, 0)),
+        (
+            0x55000005,
+            struct.pack("<BBBBI3f", 1, 1, 0, 0, 3, 0.5, 0.25, 0.3),
+            ControllerTouch(1, TOUCH_DOWN, 3, 0.5, 0.25),
+        ),
+        (
+            0x55000006,
+            struct.pack("<BBBB3f", 0, 2, 0, 0, 0.0, 1.0, 2.0),
+            ControllerMotion(0, MOTION_GYRO, (0.0, 1.0, 2.0)),
+        ),
+        (0x55000007, struct.pack("<BBBB", 0, 3, 80, 0), ControllerBattery(0, 3, 80)),
     ],
 )
-def test_known_but_unused_packets_are_ignored(magic: int, name: str, body: bytes) -> None:
-    assert parse_input(input_packet(magic, body)) == Ignored(name)
+def test_sunshine_extension_packets_parse(magic: int, body: bytes, expected: object) -> None:
+    """Layouts of moonlight-common-c's SS_TOUCH/SS_PEN/SS_CONTROLLER_* packets (Input.h);
+    netfloat is little-endian."""
+    assert parse_input(input_packet(magic, body)) == expected
+    with pytest.raises(InputError):
+        parse_input(input_packet(magic, body[:-1]))
 
 
 def _truncate_body(packet: bytes, keep: int) -> bytes:
@@ -214,8 +236,8 @@ class RecordingInjector:
     def __init__(self) -> None:
         self.calls: list[tuple] = []
 
-    def key(self, vk: int, down: bool, modifiers: int) -> None:
-        self.calls.append(("key", vk, down, modifiers))
+    def key(self, vk: int, down: bool, modifiers: int, flags: int = 0) -> None:
+        self.calls.append(("key", vk, down, modifiers, flags))
 
     def text(self, utf8: str) -> None:
         self.calls.append(("text", utf8))
@@ -323,8 +345,8 @@ def test_keyboard_mouse_and_text_routing(injector: RecordingInjector) -> None:
         input_packet(0x55000007, bytes(4)),
     )
     assert injector.calls == [
-        ("key", 0xA0, True, 0x01),
-        ("key", 0xA0, False, 0),
+        ("key", 0xA0, True, 0x01, 0),
+        ("key", 0xA0, False, 0, 0),
         ("rel", -3, 4),
         ("abs", 960, 540, 1920, 1080),
         ("button", 3, True),
@@ -389,3 +411,44 @@ def test_close_releases_everything(injector: RecordingInjector, pads: RecordingP
     router.close()
     assert injector.calls[-2:] == [("release_all",), ("close",)]
     assert pads.calls[-1] == ("close",)
+
+
+def test_controller_touch_motion_and_battery_reach_the_pad(pads: RecordingPads) -> None:
+    router = InputRouter(None, pads)
+    feed(
+        router,
+        arrival_packet(0, 2, 0x0F, 0x3FFFFF),
+        input_packet(0x55000005, struct.pack("<BBBBI3f", 0, TOUCH_DOWN, 0, 0, 9, 0.5, 0.25, 1)),
+        input_packet(0x55000005, struct.pack("<BBBBI3f", 0, 2, 0, 0, 9, 0.5, 0.25, 0)),  # up
+        input_packet(0x55000006, struct.pack("<BBBB3f", 0, 1, 0, 0, 0.0, 9.75, 0.0)),
+        input_packet(0x55000006, struct.pack("<BBBB3f", 0, MOTION_GYRO, 0, 0, 10.0, 0.0, 0.0)),
+        input_packet(0x55000007, struct.pack("<BBBB", 0, 3, 80, 0)),
+    )
+    assert pads.calls[1:] == [
+        ("touch", 0, 0, True, 0.5, 0.25),
+        ("touch", 0, 0, False, 0.5, 0.25),
+        ("motion", 0, (0.0, 9.75, 0.0), None),
+        ("motion", 0, None, (10.0, 0.0, 0.0)),
+        ("battery", 0, 80, True),
+    ]
+
+
+def test_a_touchscreen_drives_the_pointer(injector: RecordingInjector) -> None:
+    router = InputRouter(injector, None)
+
+    def touch(kind: int, pointer: int, x: float, y: float) -> bytes:
+        return input_packet(0x55000002, struct.pack("<BBHI5f", kind, 0, 0, pointer, x, y, 1, 0, 0))
+
+    feed(
+        router,
+        touch(TOUCH_DOWN, 5, 0.5, 0.5),
+        touch(TOUCH_DOWN, 6, 0.1, 0.1),  # a second finger does not steal the pointer
+        touch(TOUCH_MOVE, 5, 1.0, 0.0),
+        touch(2, 5, 1.0, 0.0),  # up
+    )
+    assert injector.calls == [
+        ("abs", 32767, 32767, 65536, 65536),
+        ("button", 1, True),
+        ("abs", 65535, 0, 65536, 65536),
+        ("button", 1, False),
+    ]

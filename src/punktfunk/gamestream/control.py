@@ -111,6 +111,12 @@ def rumble_triggers(controller: int, left: int, right: int) -> tuple[int, bytes]
     return MsgType.RUMBLE_TRIGGERS, struct.pack("<HHH", controller, left, right)
 
 
+def motion_event(controller: int, rate_hz: int, motion_type: int) -> tuple[int, bytes]:
+    """Ask the client to start (rate > 0) or stop sending one motion sensor of a pad
+    (ControlStream.c: LE16 controller, LE16 report rate, u8 LI_MOTION_TYPE_*)."""
+    return MsgType.MOTION_EVENT, struct.pack("<HHB", controller, rate_hz, motion_type)
+
+
 def rgb_led(controller: int, r: int, g: int, b: int) -> tuple[int, bytes]:
     return RGB_LED, struct.pack("<HBBB", controller, r, g, b)
 

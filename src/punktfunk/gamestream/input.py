@@ -8,9 +8,11 @@ layout. `dispatch` turns events into InputInjector / PadManager calls.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..input.base import InputInjector, PadKind, PadManager, PadState
+from ..input.base import InputInjector, PadFeedback, PadKind, PadManager, PadState
+from ..input.padroute import PadRouter, gamestream_battery, gamestream_kind
 
 
 class InputError(ValueError):
@@ -75,15 +77,43 @@ class ControllerArrival:
 
 
 @dataclass(frozen=True)
-class Haptics:
-    enabled: bool
+class ControllerTouch:
+    """A contact on a controller's touchpad; x, y normalized to 0..1."""
+
+    number: int
+    event_type: int  # TOUCH_*
+    pointer: int
+    x: float
+    y: float
 
 
 @dataclass(frozen=True)
-class Ignored:
-    """A valid packet we do not act on (touch, pen, motion, battery) - named for the log."""
+class ControllerMotion:
+    number: int
+    motion_type: int  # MOTION_ACCEL (m/s^2) or MOTION_GYRO (deg/s)
+    xyz: tuple[float, float, float]
 
-    name: str
+
+@dataclass(frozen=True)
+class ControllerBattery:
+    number: int
+    state: int
+    percent: int
+
+
+@dataclass(frozen=True)
+class Touch:
+    """A touchscreen or pen contact on the client's surface; x, y normalized to 0..1."""
+
+    event_type: int  # TOUCH_*
+    pointer: int
+    x: float
+    y: float
+
+
+@dataclass(frozen=True)
+class Haptics:
+    enabled: bool
 
 
 Event = (
@@ -95,17 +125,19 @@ Event = (
     | Text
     | Controller
     | ControllerArrival
+    | ControllerTouch
+    | ControllerMotion
+    | ControllerBattery
+    | Touch
     | Haptics
-    | Ignored
 )
 
-_IGNORED = {
-    0x55000002: "touch",
-    0x55000003: "pen",
-    0x55000005: "controller touch",
-    0x55000006: "controller motion",
-    0x55000007: "controller battery",
-}
+# LI_TOUCH_EVENT_* and LI_MOTION_TYPE_* (moonlight-common-c Limelight.h)
+TOUCH_HOVER, TOUCH_DOWN, TOUCH_UP, TOUCH_MOVE, TOUCH_CANCEL = 0, 1, 2, 3, 4
+TOUCH_BUTTON_ONLY, TOUCH_HOVER_LEAVE, TOUCH_CANCEL_ALL = 5, 6, 7
+MOTION_ACCEL, MOTION_GYRO = 1, 2
+TOUCH_SCALE = 65535  # a normalized touch position becomes an absolute move on this grid
+BUTTON_LEFT = 1
 
 
 def _need(body: bytes, size: int, name: str) -> None:
@@ -159,27 +191,45 @@ def parse_input(packet: bytes) -> Event:
     if magic == 0x0D:
         _need(body, 2, "haptics")
         return Haptics(struct.unpack_from("<H", body)[0] != 0)
-    if magic in _IGNORED:
-        return Ignored(_IGNORED[magic])
+    # Sunshine's extensions; netfloat is a little-endian IEEE float.
+    if magic == 0x55000002:
+        _need(body, 28, "touch")
+        event_type, pointer, x, y = body[0], *struct.unpack_from("<Iff", body, 4)
+        return Touch(event_type, pointer, x, y)
+    if magic == 0x55000003:
+        _need(body, 28, "pen")
+        event_type, (x, y) = body[0], struct.unpack_from("<ff", body, 4)
+        return Touch(event_type, 0, x, y)
+    if magic == 0x55000005:
+        _need(body, 20, "controller touch")
+        number, event_type = body[0], body[1]
+        pointer, x, y = struct.unpack_from("<Iff", body, 4)
+        return ControllerTouch(number, event_type, pointer, x, y)
+    if magic == 0x55000006:
+        _need(body, 16, "controller motion")
+        return ControllerMotion(body[0], body[1], struct.unpack_from("<fff", body, 4))
+    if magic == 0x55000007:
+        _need(body, 4, "controller battery")
+        return ControllerBattery(body[0], body[1], body[2])
     raise InputError(f"unknown input packet magic 0x{magic:08x}")
 
 
-_PAD_KIND = {2: PadKind.DUALSENSE}
-
-
 class InputRouter:
-    """Applies parsed events to one session's injector and pads; remembers which pads exist."""
+    """Applies parsed events to one session's injector and pads."""
 
     def __init__(self, injector: InputInjector | None, pads: PadManager | None) -> None:
         self._injector = injector
-        self._pads = pads
-        self._known: set[int] = set()
+        self._pads = PadRouter(pads, PadKind.XBOX360)
+        self._touching: int | None = None  # the pointer that drives the mouse
+
+    def on_pad_feedback(self, callback: Callable[[PadFeedback], None]) -> None:
+        self._pads.on_feedback(callback)
 
     def apply(self, event: Event) -> None:
-        inj = self._injector
+        inj, pads = self._injector, self._pads
         match event:
-            case Key(vk, down, modifiers, _) if inj:
-                inj.key(vk, down, modifiers)
+            case Key(vk, down, modifiers, flags) if inj:
+                inj.key(vk, down, modifiers, flags)
             case MouseRel(dx, dy) if inj:
                 inj.mouse_move_rel(dx, dy)
             case MouseAbs(x, y, w, h) if inj:
@@ -190,30 +240,43 @@ class InputRouter:
                 inj.scroll(vertical, horizontal)
             case Text(text) if inj:
                 inj.text(text)
-            case ControllerArrival(number, kind, _, _) if self._pads:
-                self._arrive(number, _PAD_KIND.get(kind, PadKind.XBOX360))
-            case Controller(number, mask, state) if self._pads:
-                self._controller(number, mask, state)
+            case Touch() if inj:
+                self._touch(inj, event)
+            case ControllerArrival(number, kind, _, _):
+                pads.arrive(number, gamestream_kind(kind))
+            case Controller(number, mask, state):
+                pads.state(number, state, active_mask=mask)
+            case ControllerTouch(number, kind, pointer, x, y):
+                if kind in (TOUCH_DOWN, TOUCH_MOVE, TOUCH_UP, TOUCH_CANCEL):
+                    pads.touch(number, pointer, kind in (TOUCH_DOWN, TOUCH_MOVE), x, y)
+            case ControllerMotion(number, kind, xyz) if kind == MOTION_ACCEL:
+                pads.motion(number, accel=xyz)
+            case ControllerMotion(number, kind, xyz) if kind == MOTION_GYRO:
+                pads.motion(number, gyro=xyz)
+            case ControllerBattery(number, state, percent):
+                pads.battery(number, *gamestream_battery(state, percent))
 
-    def _arrive(self, number: int, kind: PadKind) -> None:
-        assert self._pads is not None
-        if number not in self._known:
-            self._pads.arrive(number, kind)
-            self._known.add(number)
-
-    def _controller(self, number: int, mask: int, state: PadState) -> None:
-        assert self._pads is not None
-        for gone in [n for n in self._known if not mask & (1 << n)]:
-            self._pads.remove(gone)
-            self._known.discard(gone)
-        if mask & (1 << number):
-            self._arrive(number, PadKind.XBOX360)
-            self._pads.update(number, state)
+    def _touch(self, inj: InputInjector, event: Touch) -> None:
+        """A touchscreen drives the pointer as a desktop would: the first contact moves it
+        and holds the left button; other contacts are ignored."""
+        if self._touching not in (None, event.pointer):
+            return
+        x = int(min(max(event.x, 0.0), 1.0) * TOUCH_SCALE)
+        y = int(min(max(event.y, 0.0), 1.0) * TOUCH_SCALE)
+        if event.event_type == TOUCH_DOWN:
+            inj.mouse_move_abs(x, y, TOUCH_SCALE + 1, TOUCH_SCALE + 1)
+            inj.mouse_button(BUTTON_LEFT, True)
+            self._touching = event.pointer
+        elif event.event_type == TOUCH_MOVE and self._touching is not None:
+            inj.mouse_move_abs(x, y, TOUCH_SCALE + 1, TOUCH_SCALE + 1)
+        elif event.event_type in (TOUCH_UP, TOUCH_CANCEL, TOUCH_CANCEL_ALL):
+            if self._touching is not None:
+                inj.mouse_button(BUTTON_LEFT, False)
+            self._touching = None
 
     def close(self) -> None:
         """Session end: release held keys and buttons, unplug pads."""
         if self._injector is not None:
             self._injector.release_all()
             self._injector.close()
-        if self._pads is not None:
-            self._pads.close()
+        self._pads.close()

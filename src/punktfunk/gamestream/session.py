@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from ..apps import AppProcess
 from ..encode.base import EncodedFrame, FrameType
+from ..input.base import PadFeedback
 from ..log import event
 from ..proto.frame import HDR10_DEFAULT
 from ..session.pipeline import MediaSink, VideoPipeline
@@ -31,12 +32,23 @@ from .control import (
     ControlCipher,
     ControlError,
     MsgType,
+    adaptive_triggers,
     hdr_mode,
+    motion_event,
     parse_rfi,
+    rgb_led,
+    rumble,
     ss_hdr_metadata,
     termination,
 )
-from .input import InputError, InputRouter, parse_input
+from .input import (
+    MOTION_ACCEL,
+    MOTION_GYRO,
+    ControllerArrival,
+    InputError,
+    InputRouter,
+    parse_input,
+)
 from .media import MediaPort
 from .nvhttp import LaunchParams
 from .rtsp import ENC_AUDIO, ENC_VIDEO, Negotiation, RtspCipher
@@ -45,6 +57,9 @@ from .video import FrameKind, VideoPacketizer
 _log = logging.getLogger("punktfunk.gamestream.session")
 
 CONTROL_TIMEOUT_S = 10.0
+MOTION_RATE_HZ = 100  # what we ask a pad with sensors to report
+# LI_CCAP_ACCEL / LI_CCAP_GYRO in a controller arrival's capabilities (Limelight.h)
+CCAP_ACCEL, CCAP_GYRO = 0x10, 0x20
 INPUT_QUEUE = 256
 FEC_PERCENTAGE = 20
 
@@ -130,6 +145,7 @@ class StreamSession:
         self._source: VideoSource | None = None
         self._pipeline: VideoPipeline | None = None
         self._app: AppProcess | None = None
+        self._rumble: dict[int, tuple[int, int]] = {}
         self._inputs: queue.Queue[bytes | None] = queue.Queue(maxsize=INPUT_QUEUE)
         self._threads: list[threading.Thread] = []
         self.name = f"gs-{launch.client_name}-{launch.connect_data & 0xFFFF:04x}"
@@ -157,6 +173,7 @@ class StreamSession:
             on_fatal=lambda reason: self.end(f"video pipeline: {reason}"),
         )
         router = InputRouter(self._services.open_input(source), self._services.open_pads(self.name))
+        router.on_pad_feedback(self._pad_feedback)
         self._spawn(self._input_loop, "input", router)
         self._launch_app(source)
         event(
@@ -335,13 +352,41 @@ class StreamSession:
             self.stats.count("loss_reports")
             self.stats.count("client_lost_frames", struct.unpack_from("<I", msg.payload)[0])
 
+    def _want_motion(self, arrival: ControllerArrival) -> None:
+        """Moonlight sends a pad's motion samples only once the host asks for them."""
+        for flag, kind in ((CCAP_ACCEL, MOTION_ACCEL), (CCAP_GYRO, MOTION_GYRO)):
+            if arrival.capabilities & flag:
+                self.send_message(*motion_event(arrival.number, MOTION_RATE_HZ, kind))
+
+    def _pad_feedback(self, fb: PadFeedback) -> None:
+        """A game's rumble, lightbar or trigger-effect change, forwarded to the client. Runs
+        on the pad manager's thread; sending only queues for the ENet thread."""
+        if self._rumble.get(fb.index) != (fb.rumble_low, fb.rumble_high):
+            self._rumble[fb.index] = (fb.rumble_low, fb.rumble_high)
+            self.send_message(*rumble(fb.index, fb.rumble_low, fb.rumble_high))
+        if fb.led_rgb is not None:
+            self.send_message(*rgb_led(fb.index, *fb.led_rgb))
+        if fb.trigger_effect is not None:
+            # flags (0x04 right, 0x08 left), then each side's effect: a type byte + 10 params
+            flags, right, left = (
+                fb.trigger_effect[0],
+                fb.trigger_effect[1:12],
+                fb.trigger_effect[12:23],
+            )
+            self.send_message(
+                *adaptive_triggers(fb.index, flags, left[0], right[0], left[1:11], right[1:11])
+            )
+
     def _input_loop(self, router: InputRouter) -> None:
         while True:
             payload = self._inputs.get()
             if payload is None:
                 break
             try:
-                router.apply(parse_input(payload))
+                parsed = parse_input(payload)
+                router.apply(parsed)
+                if isinstance(parsed, ControllerArrival):
+                    self._want_motion(parsed)
             except InputError as exc:
                 self.stats.count("input_rejected")
                 event(_log, "input.rejected", logging.DEBUG, session=self.name, reason=exc)

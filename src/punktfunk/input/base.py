@@ -50,8 +50,9 @@ class PadFeedback:
 
 @runtime_checkable
 class InputInjector(Protocol):
-    def key(self, vk: int, down: bool, modifiers: int) -> None:
-        """A Windows virtual-key code press/release (the code clients send)."""
+    def key(self, vk: int, down: bool, modifiers: int, flags: int = 0) -> None:
+        """A Windows virtual-key code press/release (the code clients send); `flags` is
+        GameStream's keyboard flags byte (non-normalized: the VK names a symbol)."""
 
     def text(self, utf8: str) -> None: ...
     def mouse_move_rel(self, dx: int, dy: int) -> None: ...
