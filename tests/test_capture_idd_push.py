@@ -106,11 +106,13 @@ def _play_publisher(rings: list[str], done: list[str]) -> None:
     writer = RingWriter(ring)
 
     def publish(generation: int, seq: int, fill: int) -> None:
-        seen = ring.header.consumer_heartbeat
         slot = writer.try_acquire()
         ring.pixels[slot].fill(fill)
         writer.publish(slot, FrameToken(generation, seq, slot), seq)
-        while ring.header.consumer_heartbeat == seen:  # until the capturer has looked
+        # The capturer stamps its heartbeat just before it reads `latest`: a stamp newer than
+        # this publish means it has read this token, however slow the machine is.
+        seen = ring.header.consumer_heartbeat
+        while ring.header.consumer_heartbeat == seen:
             time.sleep(0.001)
         time.sleep(0.01)
 

@@ -68,9 +68,10 @@ def machine_checks() -> list[Check]:
         Check(
             "uinput",
             Path("/dev/uinput").exists(),
-            "/dev/uinput present"
+            "/dev/uinput present: games see real USB pads"
             if Path("/dev/uinput").exists()
-            else "no /dev/uinput — virtual gamepads unavailable (kernel without uinput)",
+            else "no /dev/uinput (kernel without uinput): pads are published in shared memory "
+            "(/dev/shm/punktfunk-*-pad*) only, for a consumer that maps them",
         ),
     ]
 
