@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 from .apps import AppList, parse_apps
 from .config import HostConfig
@@ -14,6 +15,7 @@ from .gamestream.host import GameStreamHost, HostPorts
 from .gamestream.pins import PinBox
 from .identity import load_or_create
 from .log import event
+from .native.service import NativeHost
 from .service.admin import AdminError, AdminServer
 from .session.services import HostServices
 
@@ -21,13 +23,7 @@ _log = logging.getLogger("punktfunk.serve")
 
 
 def run_serve(config: HostConfig) -> int:
-    if not config.gamestream:
-        print(
-            "punktfunk serve: the native punktfunk/2 host is not built yet in this version; "
-            "run `punktfunk serve --gamestream` to serve Moonlight clients. Nothing was started.",
-            file=sys.stderr,
-        )
-        return 2
+    """The native punktfunk/2 host always; the GameStream host too with --gamestream."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -35,6 +31,22 @@ def run_serve(config: HostConfig) -> int:
     identity_dir = config.state_dir / "identity"
     identity = load_or_create(identity_dir)
     services = HostServices(config)
+    try:
+        native = NativeHost(
+            identity,
+            config.state_dir,
+            services,
+            pin=config.pair_pin or None,
+            bind=config.bind_address,
+            port=config.native_port,
+            opus_factory=services.opus_encoder,
+        )
+    except OSError as exc:
+        print(f"punktfunk serve: cannot open UDP port {config.native_port}: {exc}", file=sys.stderr)
+        services.close()
+        return 1
+    if not config.gamestream:
+        return _serve_native(config, services, native, stop)
     pins = PinBox(config.pair_pin)
     host = GameStreamHost(
         identity,
@@ -68,13 +80,24 @@ def run_serve(config: HostConfig) -> int:
             }
         )
 
+    def both_pair(pin: str) -> str:
+        native.arm(pin)
+        return pair(pin)
+
+    def both_status(arg: str) -> str:
+        return json.dumps({**json.loads(status(arg)), "native": native.status()})
+
     try:
-        admin = AdminServer(config.state_dir, {"pair": pair, "status": status})
+        admin = AdminServer(
+            config.state_dir, {**native_commands(native), "pair": both_pair, "status": both_status}
+        )
     except AdminError as exc:
         print(f"punktfunk serve: {exc}", file=sys.stderr)
+        native.server.close(drain_s=0)
         services.close()
         return 1
     try:
+        native.start()
         host.start()
         admin.start()
         event(
@@ -88,5 +111,45 @@ def run_serve(config: HostConfig) -> int:
         event(_log, "host.stopping", reason="signal")
         admin.close()
         host.close()
+        native.close()
+        services.close()
+    return 0
+
+
+def native_commands(native: NativeHost) -> dict[str, Callable[[str], str]]:
+    """Admin socket verbs of the native host: pair, clients, revoke, status."""
+    return {
+        "pair": native.arm,
+        "clients": lambda _: native.clients_json(),
+        "revoke": native.revoke,
+        "status": lambda _: json.dumps(native.status()),
+    }
+
+
+def _serve_native(
+    config: HostConfig, services: HostServices, native: NativeHost, stop: threading.Event
+) -> int:
+    try:
+        admin = AdminServer(config.state_dir, native_commands(native))
+    except AdminError as exc:
+        print(f"punktfunk serve: {exc}", file=sys.stderr)
+        native.server.close(drain_s=0)
+        services.close()
+        return 1
+    try:
+        native.start()
+        admin.start()
+        event(
+            _log,
+            "host.ready",
+            state_dir=config.state_dir,
+            native_port=native.port,
+            pairing="preset PIN" if config.pair_pin else "punktfunk pair <PIN>",
+        )
+        stop.wait()
+    finally:
+        event(_log, "host.stopping", reason="signal")
+        admin.close()
+        native.close()
         services.close()
     return 0
