@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from .. import fec
 from ..encode.base import EncodedFrame, FrameType
 from ..log import event
-from .adaptive import FEC_START_PERCENT, recovery_shards
+from .adaptive import FEC_MAX_PERCENT, FEC_START_PERCENT, recovery_shards
 from .packet import MediaHeader
 from .registry import DEFAULT_SHARD_PAYLOAD, V2_LAST_BLOCK, MediaStream, UserFlag
 from .seal import MediaSealer
@@ -179,13 +179,19 @@ class NativeVideoSink:
         self.packets = 0
 
     def packetize(self, frame: EncodedFrame, latency_01ms: int) -> Sequence[bytes]:
-        flags = UserFlag.PIC | (UserFlag.SOF if frame.frame_type is FrameType.IDR else 0)
+        idr = frame.frame_type is FrameType.IDR
+        flags = UserFlag.PIC | (UserFlag.SOF if idr else 0)
+        percent = self.fec_percent
+        if idr:
+            # A lost IDR costs another IDR (and its loss another): keyframes get twice the
+            # protection, within the band (docs/wire.md, Choices).
+            percent = min(FEC_MAX_PERCENT, 2 * percent)
         shards = split_frame(
             frame.data,
             frame.frame_index,
             self._pts_clock(frame.capture_ns),
             int(flags),
-            self.fec_percent,
+            percent,
             self.shard_payload,
             self.max_data_per_block,
         )
