@@ -103,6 +103,12 @@ def _pump(
             conn.handle_timer(now)
 
 
+def _flush(conn: ClientConnection, sock: socket.socket) -> None:
+    for data, dest in conn.datagrams_to_send(time.monotonic()):
+        with contextlib.suppress(OSError):
+            sock.sendto(data, dest)
+
+
 def pair(
     addr: Address, identity: ClientIdentity, pin: str, name: str, timeout: float = 30.0
 ) -> bytes:
@@ -122,6 +128,7 @@ def pair(
             )
 
         _pump(conn, sock, addr, done, time.monotonic() + timeout)
+        _flush(conn, sock)  # our CONNECTION_CLOSE: the host frees its pairing slot on it
         finished = next((r for r in result if isinstance(r, PairingFinished)), None)
         if finished is not None and finished.ok:
             return finished.fingerprint
@@ -225,10 +232,7 @@ class NativeReceiver:
             raise ProbeError(f"no answer from {self.addr[0]}:{self.addr[1]}")
         if self.closed is None:
             self.conn.close(0, "probe done")
-            _pump(self.conn, self.sock, self.addr, lambda: True, time.monotonic() + 0.2)
-            # flush the close frame
-            for data, dest in self.conn.datagrams_to_send(time.monotonic()):
-                self.sock.sendto(data, dest)
+            _flush(self.conn, self.sock)
         if self._decoder is not None:
             self._units.put(None)
             self._decoder.join(timeout=10)
