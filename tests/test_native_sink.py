@@ -96,7 +96,7 @@ def _run_through(frames, drop, fec_percent=10):
         fec_percent=fec_percent,
     )  # fmt: skip
     for frame in frames:
-        sent += sink.packetize(frame, 0)
+        sent += [bytes(p) for p in sink.packetize(frame, 0)]
     opener, asm = MediaOpener(_keys(), Role.CLIENT), FrameAssembler()
     units, losses = [], []
     for i, packet in enumerate(sent):
@@ -144,14 +144,31 @@ def test_sink_to_assembler_recovers_with_fec_and_reports_loss():
     assert delivered[0].keyframe and not delivered[1].keyframe
 
 
+def test_in_place_sealing_matches_the_reference_path():
+    # NativeVideoSink seals in place; split_frame + MediaSealer.seal is the reference form.
+    data = random.Random(3).randbytes(100_000)
+    sink = NativeVideoSink(
+        MediaSealer(_keys(), Role.HOST), None, lambda: None, lambda ns: ns // 1000,  # type: ignore[arg-type]
+        fec_percent=15,
+    )  # fmt: skip
+    fast = [bytes(p) for p in sink.packetize(_frame(data, 9), 0)]
+    sealer = MediaSealer(_keys(), Role.HOST)
+    ref = [
+        sealer.seal(s.header, s.payload) for s in split_frame(data, 9, 9000, int(UserFlag.PIC), 15)
+    ]
+    assert fast == ref and len(fast) == 64 + 10 + 8 + 2  # blocks of 64 and 8 data shards
+
+
 def test_idr_frames_get_twice_the_fec():
     sink = NativeVideoSink(
         MediaSealer(_keys(), Role.HOST), None, lambda: None, lambda ns: 0,  # type: ignore[arg-type]
         fec_percent=20,
     )  # fmt: skip
     opener = MediaOpener(_keys(), Role.CLIENT)
-    p_frame = [opener.open(p)[0] for p in sink.packetize(_frame(bytes(64 * 1408), 1), 0)]
-    idr = [opener.open(p)[0] for p in sink.packetize(_frame(bytes(64 * 1408), 2, idr=True), 0)]
+    p_frame = [opener.open(bytes(p))[0] for p in sink.packetize(_frame(bytes(64 * 1408), 1), 0)]
+    idr = [
+        opener.open(bytes(p))[0] for p in sink.packetize(_frame(bytes(64 * 1408), 2, idr=True), 0)
+    ]
     assert (p_frame[0].k, p_frame[0].m) == (64, 13)
     assert (idr[0].k, idr[0].m) == (64, 26) and idr[0].flags & UserFlag.SOF
 
