@@ -99,3 +99,28 @@ def test_admin_revoke_forgets_a_client(host: NativeHost) -> None:
         host.revoke("deadbeef")
     refused = _stream(host, client, host.fingerprint)
     assert refused.closed is not None and refused.closed.code == CloseCode.PAIR_DENIED
+
+
+def test_garbage_from_one_peer_is_dropped_and_others_carry_on(host: NativeHost) -> None:
+    import os
+    import socket
+
+    noise = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    target = _addr(host)
+    junk = [
+        os.urandom(1300),  # random bytes (mostly read as QUIC, none parses)
+        b"\xc0" + os.urandom(1250),  # a long header that is not a valid Initial
+        b"\x00" * 60,  # looks like media: the host takes no media from clients
+        b"\x40" + os.urandom(30),  # a short header for no connection
+        b"",
+    ]
+    for datagram in junk * 20:
+        noise.sendto(datagram, target)
+    client = ClientIdentity.generate()
+    assert pair(target, client, PIN, "survivor") == host.fingerprint  # the host still serves
+    for datagram in junk * 20:
+        noise.sendto(datagram, target)
+    refused = _stream(host, ClientIdentity.generate(), host.fingerprint)
+    assert refused.closed is not None and refused.closed.code == CloseCode.PAIR_DENIED
+    assert host.server.stats["media_in"] >= 40
+    noise.close()
