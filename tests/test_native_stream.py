@@ -111,6 +111,12 @@ def test_loopback_stream_decodes_the_pattern_in_order(host: NativeHost) -> None:
     while 'reason="probe done' not in host.text() and time.monotonic() < deadline:
         time.sleep(0.1)  # the host logs session.end once its teardown thread is done
     assert "session.start" in host.text() and 'reason="probe done' in host.text()
+    # The pairing is stored in the state dir and listed over the admin socket.
+    listed = subprocess.run(
+        [str(PUNKTFUNK), "clients"], env=_env(host.tmp), capture_output=True, text=True, timeout=30
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)[0]["name"] == "punktfunk-probe"
 
 
 def test_five_percent_loss_is_repaired_and_raises_fec(host: NativeHost) -> None:
@@ -140,3 +146,29 @@ def test_twenty_percent_loss_survives_without_an_idr_storm(host: NativeHost) -> 
     assert fec and max(fec) >= 25, fec  # ceil(20 x 1.4) + 1 = 29 around 20 % loss
     end = re.findall(r"session\.end .*", host.text()[before:])
     assert end and "idr_requests" in end[-1]
+
+
+def test_host_shutdown_ends_a_live_session(host: NativeHost) -> None:
+    before = len(host.text())
+    probe = subprocess.Popen(
+        [
+            str(PUNKTFUNK), "probe", "127.0.0.1", "--port", str(host.port),
+            "--client-dir", str(host.tmp / "client"), "--json", "--seconds", "20",
+        ],
+        env=_env(host.tmp),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while "session.start" not in host.text()[before:] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    assert host.stop() == 0
+    out, _ = probe.communicate(timeout=30)
+    result = json.loads(out.strip().splitlines()[-1])
+    assert probe.returncode == 1 and result["closed"]["code"] == 0x51, result  # QUIT
+    assert result["frames_decoded"] > 0
+    log = host.text()[before:]
+    assert "session.end" in log and 'reason="host shutdown"' in log
+    assert "vdisplay.monitor_released" in log
