@@ -154,7 +154,7 @@ class NativeHost:
                 self.trust.add(ev.fingerprint, ev.name)
             case Closed() if session is not None:
                 reason = ev.reason or ("client closed" if ev.by_peer else "closed")
-                if ev.by_peer and ev.code == 0 and "idle" in ev.reason.lower():
+                if "idle timeout" in ev.reason.lower():  # aioquic's own close, no packet
                     reason = "idle timeout"
                 session.end(f"{reason} (code {ev.code:#x})")
 
