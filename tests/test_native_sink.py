@@ -188,3 +188,18 @@ def test_batch_sender_delivers_each_datagram(gso):
     assert sender.gso == gso  # this kernel takes UDP GSO on loopback
     rx.close()
     tx.close()
+
+
+def test_the_probe_infers_the_fec_percentage_from_block_shapes():
+    from punktfunk.native.adaptive import recovery_shards
+    from punktfunk.native.receiver import infer_fec_percent
+
+    def shapes(percent: int, ks: list[int]) -> list[tuple[int, int]]:
+        return [(k, recovery_shards(k, percent)) for k in ks]
+
+    assert infer_fec_percent([]) is None
+    assert infer_fec_percent(shapes(10, [40, 64, 30])) == 10  # large blocks: exact
+    assert infer_fec_percent(shapes(29, [40, 64, 30])) == 29
+    assert infer_fec_percent(shapes(8, [12, 10])) == 5  # at the 2-shard floor: a lower bound
+    # A change of percentage: the newest blocks win.
+    assert infer_fec_percent(shapes(10, [64, 64]) + shapes(29, [64, 40])) == 29

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..log import event
+from .adaptive import FEC_MAX_PERCENT, FEC_MIN_PERCENT
 from .client import ClientConnection
 from .clock import wall_clock_ns
 from .core import (
@@ -42,7 +43,7 @@ from .hello import ClientHello, ServerHello
 from .packet import is_media
 from .quic import ClientIdentity
 from .reassembly import AccessUnit, FrameAssembler
-from .registry import Codec, DgramKind
+from .registry import MIN_RECOVERY_SHARDS, Codec, DgramKind, UserFlag
 from .seal import MediaOpener, Role
 
 _log = logging.getLogger("punktfunk.native.receiver")
@@ -140,6 +141,27 @@ def pair(
         sock.close()
 
 
+def infer_fec_percent(blocks: list[tuple[int, int]]) -> int | None:
+    """The host's FEC percentage as the newest P-frame blocks reveal it (no field carries it).
+
+    A block of k data shards with m = ceil(k x p / 100) > 2 recovery shards puts p in
+    ((m - 1) x 100 / k, m x 100 / k]; a block at the 2-shard floor only bounds p from above.
+    Intersect from the newest block back while the intervals agree and take the smallest
+    whole percentage inside, at least FEC_MIN_PERCENT: exact for large blocks, a lower bound
+    when frames are small.
+    """
+    lo, hi = 0.0, float(FEC_MAX_PERCENT)
+    for k, m in reversed(blocks):
+        b_lo = (m - 1) * 100 / k if m > MIN_RECOVERY_SHARDS else 0.0
+        b_hi = m * 100 / k
+        if max(lo, b_lo) >= min(hi, b_hi):
+            break  # the percentage changed before this block
+        lo, hi = max(lo, b_lo), min(hi, b_hi)
+    if not blocks:
+        return None
+    return max(FEC_MIN_PERCENT, min(int(lo) + 1, int(hi)))
+
+
 def _percentiles(samples: list[float]) -> dict[str, float]:
     if not samples:
         return {"p50": 0.0, "p99": 0.0}
@@ -165,7 +187,7 @@ class ReceiverStats:
     audio_packets: int = 0
     first_decoded: float | None = None
     last_decoded: float | None = None
-    recovery_ratio: list[tuple[int, int]] = field(default_factory=list)  # recent (k, m)
+    blocks: list[tuple[int, int]] = field(default_factory=list)  # recent P-frame (k, m)
 
 
 class NativeReceiver:
@@ -285,9 +307,9 @@ class NativeReceiver:
             self._window_base_seq = seq - 1
         self._max_seq = max(self._max_seq, seq)
         self._window_received += 1
-        if header.shard == 0:
-            st.recovery_ratio.append((header.k, header.m))
-            del st.recovery_ratio[:-120]
+        if header.shard == 0 and not header.flags & UserFlag.SOF:  # IDRs get a boost
+            st.blocks.append((header.k, header.m))
+            del st.blocks[:-60]
         units, lost = self.assembler.add(header, shard)
         if lost is not None:
             self._on_loss(lost)
@@ -412,11 +434,9 @@ class NativeReceiver:
         stamps = st.stamps
         in_order = all(b > a for a, b in itertools.pairwise(stamps))
         sh = self.server_hello
-        ratios = [(k, m) for k, m in st.recovery_ratio if k >= 8]
-        fec_now = None
-        if ratios:
-            k, m = max(ratios[-60:])
-            fec_now = round(100 * m / k)
+        fec_now = infer_fec_percent(st.blocks)
+        sum_k = sum(k for k, _ in st.blocks)
+        ratio = round(100 * sum(m for _, m in st.blocks) / sum_k, 1) if sum_k else None
         return {
             "ok": self.ok,
             "closed": None
@@ -443,6 +463,7 @@ class NativeReceiver:
             "mbps": round(st.media_bytes * 8 / seconds / 1e6, 3) if seconds else 0.0,
             "fec_percent_start": sh.fec_percent if sh else None,
             "fec_percent": fec_now,
+            "fec_overhead_percent": ratio,
             "loss_ppm_reported_max": max(self.loss_ppm_sent, default=0),
             "media_datagrams": st.media_datagrams,
             "simulated_drops": st.simulated_drops,
