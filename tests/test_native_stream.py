@@ -172,3 +172,16 @@ def test_host_shutdown_ends_a_live_session(host: NativeHost) -> None:
     log = host.text()[before:]
     assert "session.end" in log and 'reason="host shutdown"' in log
     assert "vdisplay.monitor_released" in log
+
+
+def test_serve_says_so_when_the_native_port_is_taken(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        out = subprocess.run(
+            [str(PUNKTFUNK), "serve", "--display", "pattern", "--native-port", str(port),
+             "--bind-address", "127.0.0.1"],
+            env=_env(tmp_path), capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert out.returncode == 1
+    assert f"cannot open UDP port {port}" in out.stderr

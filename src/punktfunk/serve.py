@@ -31,6 +31,7 @@ def run_serve(config: HostConfig) -> int:
     identity_dir = config.state_dir / "identity"
     identity = load_or_create(identity_dir)
     services = HostServices(config)
+    native: NativeHost | None
     try:
         native = NativeHost(
             identity,
@@ -42,10 +43,16 @@ def run_serve(config: HostConfig) -> int:
             opus_factory=services.opus_encoder,
         )
     except OSError as exc:
-        print(f"punktfunk serve: cannot open UDP port {config.native_port}: {exc}", file=sys.stderr)
-        services.close()
-        return 1
+        if not config.gamestream:
+            print(f"punktfunk serve: cannot open UDP port {config.native_port}: {exc}",
+                  file=sys.stderr)  # fmt: skip
+            services.close()
+            return 1
+        # GameStream keeps working exactly as before when the native port is taken.
+        native = None
+        event(_log, "native.unavailable", logging.WARNING, port=config.native_port, reason=exc)
     if not config.gamestream:
+        assert native is not None
         return _serve_native(config, services, native, stop)
     pins = PinBox(config.pair_pin)
     host = GameStreamHost(
@@ -81,23 +88,28 @@ def run_serve(config: HostConfig) -> int:
         )
 
     def both_pair(pin: str) -> str:
-        native.arm(pin)
+        if native is not None:
+            native.arm(pin)
         return pair(pin)
 
     def both_status(arg: str) -> str:
-        return json.dumps({**json.loads(status(arg)), "native": native.status()})
+        extra = {} if native is None else {"native": native.status()}
+        return json.dumps({**json.loads(status(arg)), **extra})
 
+    commands = {} if native is None else native_commands(native)
     try:
         admin = AdminServer(
-            config.state_dir, {**native_commands(native), "pair": both_pair, "status": both_status}
+            config.state_dir, {**commands, "pair": both_pair, "status": both_status}
         )
     except AdminError as exc:
         print(f"punktfunk serve: {exc}", file=sys.stderr)
-        native.server.close(drain_s=0)
+        if native is not None:
+            native.server.close(drain_s=0)
         services.close()
         return 1
     try:
-        native.start()
+        if native is not None:
+            native.start()
         host.start()
         admin.start()
         event(
@@ -111,7 +123,8 @@ def run_serve(config: HostConfig) -> int:
         event(_log, "host.stopping", reason="signal")
         admin.close()
         host.close()
-        native.close()
+        if native is not None:
+            native.close()
         services.close()
     return 0
 
