@@ -101,6 +101,7 @@ def test_loopback_stream_decodes_the_pattern_in_order(host: NativeHost) -> None:
     print(json.dumps(result))
     assert code == 0, result
     assert result["mode"] == "1280x720@60" and result["codec"] == "h264"
+    assert result["suite"] == "AES_128_GCM"
     assert result["decoded_fraction"] >= 0.98, result
     assert result["counters_in_order"] is True
     assert result["stamps_read"] == result["frames_decoded"]
@@ -117,6 +118,13 @@ def test_loopback_stream_decodes_the_pattern_in_order(host: NativeHost) -> None:
     )
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout)[0]["name"] == "punktfunk-probe"
+
+
+def test_chacha20_when_the_client_asks_for_it(host: NativeHost) -> None:
+    code, result = host.probe("--suite", "chacha20", "--seconds", "3")
+    assert code == 0, result
+    assert result["suite"] == "CHACHA20_POLY1305" and result["frames_decoded"] > 0
+    assert result["decoded_fraction"] >= 0.98 and result["counters_in_order"] is True
 
 
 def test_five_percent_loss_is_repaired_and_raises_fec(host: NativeHost) -> None:

@@ -138,6 +138,7 @@ def _probe(args: argparse.Namespace, loaded: LoadedConfig) -> int:
             pin=loaded.config.pair_pin or None,
             loss=args.loss,
             codec=args.video_codec,
+            suite=args.suite,
             bitrate_kbps=args.bitrate,
             client_dir=args.client_dir,
             as_json=args.json,
@@ -154,6 +155,8 @@ def _add_probe_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--loss", type=float, default=0.0, help="drop this %% of media on receipt")
     cmd.add_argument("--video-codec", default="h264", choices=("h264", "hevc", "av1"))
     cmd.add_argument("--bitrate", type=int, default=8000, help="kbit/s to ask for")
+    cmd.add_argument("--suite", default="aes128gcm", choices=("aes128gcm", "chacha20"),
+                     help="media AEAD to ask for first")  # fmt: skip
     cmd.add_argument("--client-dir", type=Path, help="client identity and pinned hosts")
     cmd.add_argument("--seed", type=int, help="seed for --loss (repeatable runs)")
     cmd.add_argument("--json", action="store_true", help="print one JSON object")

@@ -24,6 +24,11 @@ from .registry import DEFAULT_PORT, Codec, MediaSuite
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _CODECS = {"h264": Codec.H264, "hevc": Codec.HEVC, "av1": Codec.AV1}
+# Most wanted first; the host grants the first (crypto.rs: ChaCha20 for peers without AES-NI).
+_SUITES = {
+    "aes128gcm": (MediaSuite.AES_128_GCM, MediaSuite.CHACHA20_POLY1305),
+    "chacha20": (MediaSuite.CHACHA20_POLY1305, MediaSuite.AES_128_GCM),
+}
 
 
 def default_client_dir() -> Path:
@@ -82,6 +87,7 @@ class ProbeArgs:
     pin: str | None = None
     loss: float = 0.0
     codec: str = "h264"
+    suite: str = "aes128gcm"
     bitrate_kbps: int = 8000
     name: str = "punktfunk-probe"
     client_dir: Path | None = None
@@ -112,7 +118,7 @@ def run_probe(args: ProbeArgs) -> int:
             name=args.name,
             video_codecs=int(_CODECS[args.codec]),
             preferred_codec=int(_CODECS[args.codec]),
-            suites=(MediaSuite.AES_128_GCM, MediaSuite.CHACHA20_POLY1305),
+            suites=_SUITES[args.suite],
             audio_channels=2,
         )
         receiver = NativeReceiver(

@@ -444,6 +444,7 @@ class NativeReceiver:
             else {"code": self.closed.code, "reason": self.closed.reason},
             "seconds": seconds,
             "codec": _DECODERS.get(Codec(sh.codec), "?") if sh else None,
+            "suite": sh.suite.name if sh and sh.suite is not None else None,
             "mode": f"{sh.mode.width}x{sh.mode.height}@{sh.mode.refresh_hz}" if sh else None,
             "fps": round(fps, 2),
             "frames_decoded": st.frames_decoded,
