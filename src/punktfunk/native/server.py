@@ -36,6 +36,7 @@ RECV_BUFFER = 4 * 1024 * 1024
 MAX_DATAGRAM = 65_535
 RECV_BATCH = 256  # datagrams read per wake-up before timers and sends get a turn
 MAX_WAIT_S = 0.25
+DROP_LOG_S = 10.0
 
 EventHandler = Callable[[HostConnection, Event], None]
 
@@ -66,7 +67,8 @@ class NativeServer:
         self._calls: deque[Callable[[], None]] = deque()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="native-net", daemon=True)
-        self.stats = {"quic_in": 0, "media_in": 0, "bad_input": 0, "quic_out": 0}
+        self.stats = {"quic_in": 0, "media_in": 0, "dropped": 0, "bad_input": 0, "quic_out": 0}
+        self._drops: dict[str, tuple[int, float]] = {}
 
     @property
     def port(self) -> int:
@@ -136,16 +138,32 @@ class NativeServer:
             except OSError:
                 continue  # ICMP errors surface on UDP sockets; they concern one peer only
             if is_media(data):
-                # Clients send no media in this build (no microphone): count and drop.
                 self.stats["media_in"] += 1
+                self._dropped("media from a client (this build takes none: no microphone)", addr)
                 continue
             self.stats["quic_in"] += 1
             now = self._clock()
-            self._guard(
+            routed = self._guard(
                 "datagram",
                 lambda d=data, a=addr, t=now: self.router.receive_datagram(d, a, t),
                 addr,
             )
+            if routed is None:
+                self._dropped("not QUIC for a known connection, nor a full-size Initial", addr)
+
+    def _dropped(self, reason: str, addr: Address) -> None:
+        """Count a dropped datagram; log each reason at most every DROP_LOG_S (a flood of
+        garbage must not become a flood of log lines)."""
+        count, last = self._drops.get(reason, (0, -DROP_LOG_S))
+        now = self._clock()
+        if now - last >= DROP_LOG_S:
+            client = f"{addr[0]}:{addr[1]}"
+            event(_log, "native.dropped", logging.INFO, reason=reason, client=client,
+                  since_last=count + 1)  # fmt: skip
+            self._drops[reason] = (0, now)
+        else:
+            self._drops[reason] = (count + 1, last)
+        self.stats["dropped"] += 1
 
     def _run_calls(self) -> None:
         while self._calls:
@@ -178,12 +196,13 @@ class NativeServer:
         except OSError as exc:
             event(_log, "native.sendto_failed", logging.DEBUG, client=addr, reason=exc.strerror)
 
-    def _guard(self, what: str, fn: Callable[[], object], addr: Address | None = None) -> None:
+    def _guard(self, what: str, fn: Callable[[], object], addr: Address | None = None) -> object:
         """Run one unit of work; a failure drops only it, with a logged reason."""
         try:
-            fn()
+            return fn()
         except Exception as exc:
             self.stats["bad_input"] += 1
             client = f"{addr[0]}:{addr[1]}" if addr else ""
             event(_log, "native.input_dropped", logging.WARNING, stage=what, client=client,
                   reason=repr(exc))  # fmt: skip
+            return False
