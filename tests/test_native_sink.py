@@ -203,3 +203,32 @@ def test_the_probe_infers_the_fec_percentage_from_block_shapes():
     assert infer_fec_percent(shapes(8, [12, 10])) == 5  # at the 2-shard floor: a lower bound
     # A change of percentage: the newest blocks win.
     assert infer_fec_percent(shapes(10, [64, 64]) + shapes(29, [64, 40])) == 29
+
+
+def test_sealed_media_packets_golden():
+    # The bytes our sink puts on the wire for one tiny IDR (keys from a fixed exporter):
+    # packet/v2.rs header (tag 00, seq LE in the clear as AAD), crypto.rs key/nonce schedule,
+    # AES-128-GCM over header[5:] + shard, tag appended. A change here is a wire change.
+    import hashlib
+
+    keys = MediaKeys.derive(bytes(range(32)), MediaSuite.AES_128_GCM)
+    sink = NativeVideoSink(
+        MediaSealer(keys, Role.HOST), None, lambda: None, lambda ns: ns // 1000,  # type: ignore[arg-type]
+        shard_payload=512, fec_percent=10,
+    )  # fmt: skip
+    frame = EncodedFrame(b"punktfunk", FrameType.IDR, 0, 3, 2_000_000, 2_000_500)
+    packets = [bytes(p) for p in sink.packetize(frame, 0)]
+    assert [len(p) for p in packets] == [30 + 512 + 16] * 3  # 1 data + 2 recovery shards
+    assert packets[0][:5] == bytes(5)  # stream 0, seq 0: the clear prefix
+    assert packets[1][:5].hex() == "0001000000"
+    assert (
+        packets[0][:40].hex()
+        == "000000000068d3a6a50594a79174be265ab02c3d90c104a087d7fdb06cc504b0cbef746d1b7ad9b4"
+    )
+    assert [hashlib.sha256(p).hexdigest()[:16] for p in packets] == [
+        "2e5395f85d49f904", "d7b8846451ea2376", "264e88595ec6a058",
+    ]  # fmt: skip
+    header, seq, shard = MediaOpener(keys, Role.CLIENT).open(packets[0])
+    assert (seq, header.frame, header.k, header.m, header.pad) == (0, 3, 1, 2, 503)
+    assert header.flags == UserFlag.PIC | UserFlag.SOF | V2_LAST_BLOCK and header.pts_us == 2000
+    assert shard[:9] == b"punktfunk"
