@@ -82,14 +82,15 @@ class NativeHost:
                     conn.close(CloseCode.QUIT, "host shutting down")
             done.set()
 
-        for session in self.sessions():
+        ending = self.sessions()
+        for session in ending:
             session.end("host shutdown")
         self.server.call_soon(shut)
         done.wait(2)
         self.server.close()
-        for session in self.sessions():
-            for thread in session._threads:
-                thread.join(timeout=5)
+        for session in ending:  # monitors and pipelines are released before services close
+            if session.teardown_thread is not None:
+                session.teardown_thread.join(timeout=10)
 
     # --- admin ----------------------------------------------------------------------------
 

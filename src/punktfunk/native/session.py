@@ -127,6 +127,7 @@ class NativeSession:
         self._origin_wall_ns = 0
         self._origin_mono_ns = 0
         self.started = False
+        self.teardown_thread: threading.Thread | None = None
 
     # --- opening (opener thread), then accept (socket thread) -----------------------------
 
@@ -152,10 +153,13 @@ class NativeSession:
             reason = f"the session could not be set up: {exc}"
             self._server.call_soon(lambda: self._refuse(CloseCode.SETUP_FAILED, reason))
             return
-        if self._ended.is_set():
+        with self._lock:  # end() may run meanwhile: either it sees the source or we see it ended
+            ended = self._ended.is_set()
+            if not ended:
+                self._source = source
+        if ended:
             source.close()
             return
-        self._source = source
         downgrades = [*source.plan.downgrades, *([note] if note else [])]
         self._server.call_soon(lambda: self._accept(source, downgrades))
 
@@ -165,6 +169,8 @@ class NativeSession:
         self.conn.refuse(code, reason[:200])
 
     def _accept(self, source: VideoSource, downgrades: list[str]) -> None:
+        if self._ended.is_set():
+            return  # the teardown releases the source
         if self.conn.closed is not None:
             self.end("client left while the session was opening")
             return
@@ -378,8 +384,10 @@ class NativeSession:
                 return
             self._ended.set()
             self.end_reason = reason
-        threading.Thread(target=self._teardown, args=(reason,), name=f"{self.name}-end",
-                         daemon=True).start()  # fmt: skip
+        self.teardown_thread = threading.Thread(
+            target=self._teardown, args=(reason,), name=f"{self.name}-end", daemon=True
+        )
+        self.teardown_thread.start()
 
     def _teardown(self, reason: str) -> None:
         if self._pipeline is not None:
