@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,9 +121,24 @@ def test_loopback_stream_decodes_the_pattern_in_order(host: NativeHost) -> None:
     assert json.loads(listed.stdout)[0]["name"] == "punktfunk-probe"
 
 
-def test_chacha20_when_the_client_asks_for_it(host: NativeHost) -> None:
-    code, result = host.probe("--suite", "chacha20", "--seconds", "3")
+def test_chacha20_while_another_peer_sends_garbage(host: NativeHost) -> None:
+    stop = threading.Event()
+
+    def noise() -> None:  # malformed input from another peer must only cost itself
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            while not stop.wait(0.01):
+                for junk in (os.urandom(1300), b"\x00" * 80, b"\x41" + os.urandom(40)):
+                    sock.sendto(junk, ("127.0.0.1", host.port))
+
+    thread = threading.Thread(target=noise, daemon=True)
+    thread.start()
+    try:
+        code, result = host.probe("--suite", "chacha20", "--seconds", "3")
+    finally:
+        stop.set()
+        thread.join()
     assert code == 0, result
+    assert "native.dropped" in host.text()
     assert result["suite"] == "CHACHA20_POLY1305" and result["frames_decoded"] > 0
     assert result["decoded_fraction"] >= 0.98 and result["counters_in_order"] is True
 
