@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -88,9 +89,11 @@ def run_serve(config: HostConfig) -> int:
         )
 
     def both_pair(pin: str) -> str:
+        answer = pair(pin)  # GameStream first, exactly as before
         if native is not None:
-            native.arm(pin)
-        return pair(pin)
+            with contextlib.suppress(ValueError):
+                native.arm(pin)
+        return answer
 
     def both_status(arg: str) -> str:
         extra = {} if native is None else {"native": native.status()}
