@@ -64,20 +64,27 @@ class NativeHost:
     def text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
-    def probe(self, *args: str, timeout: float = 60) -> tuple[int, dict]:
-        out = subprocess.run(
+    def start_probe(self, *args: str, client: str = "client") -> subprocess.Popen[str]:
+        return subprocess.Popen(
             [
                 str(PUNKTFUNK), "probe", "127.0.0.1", "--port", str(self.port),
-                "--client-dir", str(self.tmp / "client"), "--json", *args,
+                "--client-dir", str(self.tmp / client), "--json", *args,
             ],
             env=_env(self.tmp),
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout,
         )  # fmt: skip
-        lines = out.stdout.strip().splitlines()
-        assert lines, out.stderr[-3000:]
-        return out.returncode, json.loads(lines[-1])
+
+    @staticmethod
+    def result(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, dict]:
+        out, err = proc.communicate(timeout=timeout)
+        lines = out.strip().splitlines()
+        assert lines, err[-3000:]
+        return proc.returncode, json.loads(lines[-1])
+
+    def probe(self, *args: str, client: str = "client") -> tuple[int, dict]:
+        return self.result(self.start_probe(*args, client=client))
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
@@ -141,6 +148,24 @@ def test_chacha20_while_another_peer_sends_garbage(host: NativeHost) -> None:
     assert "native.dropped" in host.text()
     assert result["suite"] == "CHACHA20_POLY1305" and result["frames_decoded"] > 0
     assert result["decoded_fraction"] >= 0.98 and result["counters_in_order"] is True
+
+
+def test_two_clients_stream_at_once_each_on_its_own_monitor(host: NativeHost) -> None:
+    before = len(host.text())
+    for client in ("client", "client-b"):  # pair one at a time: the gate runs one ceremony
+        code, _ = host.probe("--pin", PIN, "--seconds", "0.5", client=client)
+        assert code == 0
+    args = ("--mode", "640x480@30", "--seconds", "4")
+    procs = [host.start_probe(*args), host.start_probe(*args, client="client-b")]
+    results = [host.result(p) for p in procs]
+    for code, result in results:
+        assert code == 0, result
+        assert result["mode"] == "640x480@30" and result["decoded_fraction"] >= 0.98, result
+        assert result["counters_in_order"] is True
+    monitors = re.findall(
+        r"lease_monitor id=(\d+) .*?display=(\S+) mode=640x480", host.text()[before:]
+    )
+    assert len({display for _, display in monitors}) == 2, monitors
 
 
 def test_five_percent_loss_is_repaired_and_raises_fec(host: NativeHost) -> None:
