@@ -78,7 +78,7 @@ def test_bad_flag_is_a_config_error(run_cli) -> None:
     assert out.returncode == 1 and "flag --pipeline-depth" in out.stderr and "1..2" in out.stderr
 
 
-@pytest.mark.parametrize("name", ["serve", "demo", "probe", "connect", "service"])
+@pytest.mark.parametrize("name", ["demo", "connect", "service"])
 def test_unbuilt_commands_say_so_and_exit_2(run_cli, name: str) -> None:
     out = run_cli(name)
     assert out.returncode == 2

@@ -108,6 +108,60 @@ def _pair(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     return EXIT_OK
 
 
+def _admin(verb: str) -> Handler:
+    """A command answered by the running host over its admin socket (clients, revoke)."""
+
+    def handler(args: argparse.Namespace, loaded: LoadedConfig) -> int:
+        from .service.admin import AdminError, request
+
+        line = f"{verb} {getattr(args, 'fingerprint', '')}".strip()
+        try:
+            print(request(loaded.config.state_dir, line))
+        except AdminError as exc:
+            print(f"punktfunk {verb}: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        return EXIT_OK
+
+    return handler
+
+
+def _probe(args: argparse.Namespace, loaded: LoadedConfig) -> int:
+    from .native.probe import ProbeArgs, run_probe
+
+    return run_probe(
+        ProbeArgs(
+            host=args.host,
+            port=args.port or loaded.config.native_port,
+            seconds=args.seconds,
+            mode=args.mode,
+            # --pin is the pair_pin knob's flag: for probe, the PIN to pair with.
+            pin=loaded.config.pair_pin or None,
+            loss=args.loss,
+            codec=args.video_codec,
+            suite=args.suite,
+            bitrate_kbps=args.bitrate,
+            client_dir=args.client_dir,
+            as_json=args.json,
+            seed=args.seed,
+        )
+    )
+
+
+def _add_probe_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("host", metavar="HOST", help="the host's address")
+    cmd.add_argument("--port", type=int, default=0, help="its UDP port (default: native_port)")
+    cmd.add_argument("--seconds", type=float, default=5.0, help="how long to stream")
+    cmd.add_argument("--mode", default="1280x720@60", help="WIDTHxHEIGHT@HZ to ask for")
+    cmd.add_argument("--loss", type=float, default=0.0, help="drop this %% of media on receipt")
+    cmd.add_argument("--video-codec", default="h264", choices=("h264", "hevc", "av1"))
+    cmd.add_argument("--bitrate", type=int, default=8000, help="kbit/s to ask for")
+    cmd.add_argument("--suite", default="aes128gcm", choices=("aes128gcm", "chacha20"),
+                     help="media AEAD to ask for first")  # fmt: skip
+    cmd.add_argument("--client-dir", type=Path, help="client identity and pinned hosts")
+    cmd.add_argument("--seed", type=int, help="seed for --loss (repeatable runs)")
+    cmd.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def _vdisplay(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     from .vdisplay.cli import run
 
@@ -151,10 +205,24 @@ COMMANDS: tuple[tuple[str, str, str, Handler], ...] = (
     ),
     (
         "probe",
-        "check a host over the native protocol (reachability, identity, capabilities)",
-        "Connect to a punktfunk host over punktfunk/2 and report its identity, pairing state "
-        "and capabilities without starting a stream.",
-        _not_built("the native protocol client is not implemented in this version"),
+        "stream from a host over the native protocol headlessly and report what arrived",
+        "Connect to a punktfunk host over punktfunk/2 (pairing with --pin on first contact), "
+        "stream for --seconds, decode every frame and print fps, decoded fraction, FEC "
+        "recoveries and latencies. Exit 1 if the stream failed.",
+        _probe,
+    ),
+    (
+        "clients",
+        "list the native clients paired with the running host",
+        "Print the running host's paired punktfunk/2 clients as JSON (fingerprint, name).",
+        _admin("clients"),
+    ),
+    (
+        "revoke",
+        "forget a paired native client",
+        "Remove a paired punktfunk/2 client by its certificate fingerprint (or a unique "
+        "prefix of at least 8 hex digits); its running session ends.",
+        _admin("revoke"),
     ),
     (
         "connect",
@@ -191,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.set_defaults(handler=handler)
         if name == "pair":
             cmd.add_argument("pin", metavar="PIN", help="the 4-8 digit PIN the client shows")
+        if name == "probe":
+            _add_probe_arguments(cmd)
+        if name == "revoke":
+            cmd.add_argument("fingerprint", metavar="FINGERPRINT", help="hex SHA-256 or prefix")
         if name == "vdisplay":
             from .vdisplay.cli import add_arguments
 

@@ -7,6 +7,10 @@
 - `pake`: SPAKE2 PIN pairing with the host's lockout gate.
 - `dgram`, `clock`, `adaptive`: QUIC datagrams, clock sync, the adaptive FEC rule.
 - `host`, `client`, `core`, `quic`: connection cores over aioquic for the control plane.
+- `server`, `service`, `session`, `sink`, `input`, `trust`: the host's socket shell (one UDP
+  socket, one thread), its sessions (VideoPipeline + native media sink, audio, input, pads,
+  adaptive FEC), and the paired-client store.
+- `receiver`, `reassembly`, `probe`: the headless client (`punktfunk probe`).
 
 docs/wire.md describes the protocol and names the punktfunk source each fact comes from.
 """

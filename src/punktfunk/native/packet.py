@@ -66,6 +66,13 @@ class MediaHeader:
         return cls(MediaStream(fields[0]), *fields[1:])
 
 
+def pack_header_into(buf: memoryview | bytearray, stream: int, seq: int, *rest: int) -> None:
+    """The 30 header bytes at the start of `buf`, without a MediaHeader object (hot path).
+
+    `rest` is epoch, flags, frame, pts_us, block, base, shard, k, m, pad."""
+    _HEADER.pack_into(buf, 0, stream, seq & 0xFFFF_FFFF, *rest)
+
+
 def expand_seq(reference: int, low: int) -> int:
     """The 64-bit packet number nearest `reference` whose low half is `low` (v2.rs)."""
     delta = (low - reference) & 0xFFFF_FFFF

@@ -17,7 +17,7 @@ from enum import Enum
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-from .packet import MediaHeader, expand_seq
+from .packet import MediaHeader, expand_seq, pack_header_into
 from .registry import (
     AEAD_TAG_LEN,
     IV_INFO,
@@ -133,7 +133,11 @@ def _secrets(keys: MediaKeys, role: Role, sending: bool) -> bytes:
 
 
 class MediaSealer:
-    """Seals this role's outgoing media; numbers packets 0, 1, 2... and never reuses one."""
+    """Seals this role's outgoing media; numbers packets 0, 1, 2... and never reuses one.
+
+    `seal` returns a new packet; `seal_into` writes one in place into a caller's buffer (the
+    hot path: header packed straight into the packet, AEAD in place, no intermediate copies).
+    """
 
     def __init__(self, keys: MediaKeys, role: Role, first_seq: int = 0) -> None:
         self._dir = _Direction(keys.suite, _secrets(keys, role, sending=True))
@@ -148,6 +152,33 @@ class MediaSealer:
         nonce = (iv ^ seq).to_bytes(12, "big")
         return head[:V2_CLEAR_LEN] + aead.encrypt(
             nonce, head[V2_CLEAR_LEN:] + shard, head[:V2_CLEAR_LEN]
+        )
+
+    def reserve(self, count: int) -> tuple[int, AESGCM | ChaCha20Poly1305, int] | None:
+        """Take `count` consecutive packet numbers for a caller that seals them itself:
+        `(first seq, aead, iv as int)`, or None when the run would cross a key index (then
+        seal packet by packet). The nonce of packet `seq` is `(iv ^ seq)` as 12 BE bytes."""
+        first = self.next_seq
+        if first // MEDIA_KEY_PACKETS != (first + count - 1) // MEDIA_KEY_PACKETS:
+            return None
+        self.next_seq = first + count
+        aead, iv = self._dir.key(first)
+        return first, aead, iv
+
+    def seal_into(self, packet: memoryview, fields: tuple[int, ...], shard_len: int) -> None:
+        """Seal one packet in place. `packet` is exactly `30 + shard_len + 16` bytes with the
+        shard already at offset 30; `fields` are MediaHeader's fields after `seq` (stream
+        first). Same bytes as `seal(MediaHeader(...), shard)`."""
+        seq = self.next_seq
+        self.next_seq = seq + 1
+        pack_header_into(packet, fields[0], seq, *fields[1:])
+        aead, iv = self._dir.key(seq)
+        end = V2_HEADER_LEN + shard_len
+        aead.encrypt_into(
+            (iv ^ seq).to_bytes(12, "big"),
+            packet[V2_CLEAR_LEN:end],
+            packet[:V2_CLEAR_LEN],
+            packet[V2_CLEAR_LEN:],
         )
 
 

@@ -1,0 +1,486 @@
+"""A headless punktfunk/2 client: pair, stream, FEC-recover, decode, measure.
+
+`NativeReceiver` owns one UDP socket and drives a `ClientConnection` on a network thread
+(QUIC, media opening, reassembly, feedback); decoding runs on a second thread so a slow
+decode never delays packet intake. Decoded pictures go to `on_picture(frame, unit)` — the
+hook a viewer uses to show them; `punktfunk probe` only reads the pattern display's stamp.
+
+Loss handling as the host expects it: every FEEDBACK_INTERVAL_S a Feedback window reports
+the packet loss measured from the packet-number gaps; a frame FEC could not rebuild raises
+an ask naming the lost frames (repeated in each window until a keyframe after them arrives);
+P-frames after a loss are not decoded until that keyframe. `keyframe` is asked for only
+when nothing decodable was ever received. `loss_percent` drops that share of media packets
+at random on receipt, to exercise the whole path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import queue
+import random
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..log import event
+from .adaptive import FEC_MAX_PERCENT, FEC_MIN_PERCENT
+from .client import ClientConnection
+from .clock import wall_clock_ns
+from .core import (
+    ClockSynced,
+    Closed,
+    DatagramReceived,
+    PairingFinished,
+    SessionStarted,
+)
+from .dgram import Datagram, Feedback, HostTiming
+from .hello import ClientHello, ServerHello
+from .packet import is_media
+from .quic import ClientIdentity
+from .reassembly import AccessUnit, FrameAssembler
+from .registry import MIN_RECOVERY_SHARDS, Codec, DgramKind, UserFlag
+from .seal import MediaOpener, Role
+
+_log = logging.getLogger("punktfunk.native.receiver")
+
+FEEDBACK_INTERVAL_S = 0.25
+MAX_DATAGRAM = 65_535
+_DECODERS = {Codec.H264: "h264", Codec.HEVC: "hevc", Codec.AV1: "libdav1d"}
+
+Address = tuple[str, int]
+
+
+class ProbeError(Exception):
+    """The host refused, could not be reached, or the stream failed."""
+
+
+def _socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
+    sock.bind(("0.0.0.0", 0))
+    sock.setblocking(False)
+    return sock
+
+
+def _pump(
+    conn: ClientConnection,
+    sock: socket.socket,
+    addr: Address,
+    until: Callable[[], bool],
+    deadline: float,
+    on_media: Callable[[bytes], None] | None = None,
+) -> None:
+    """Drive `conn` over `sock` until `until()` or the deadline (monotonic seconds)."""
+    while not until() and time.monotonic() < deadline:
+        for data, dest in conn.datagrams_to_send(time.monotonic()):
+            with contextlib.suppress(BlockingIOError, OSError):
+                sock.sendto(data, dest)
+        timer = conn.get_timer()
+        now = time.monotonic()
+        wait = 0.05 if timer is None else min(0.05, max(0.0, timer - now))
+        readable, _, _ = select.select([sock], [], [], wait)
+        if readable:
+            for _ in range(512):
+                try:
+                    data, src = sock.recvfrom(MAX_DATAGRAM)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    continue
+                if is_media(data):
+                    if on_media is not None:
+                        on_media(data)
+                elif src[1] == addr[1]:
+                    conn.receive_datagram(data, src, time.monotonic())
+        now = time.monotonic()
+        timer = conn.get_timer()
+        if timer is not None and now >= timer:
+            conn.handle_timer(now)
+
+
+def _flush(conn: ClientConnection, sock: socket.socket) -> None:
+    for data, dest in conn.datagrams_to_send(time.monotonic()):
+        with contextlib.suppress(OSError):
+            sock.sendto(data, dest)
+
+
+def pair(
+    addr: Address, identity: ClientIdentity, pin: str, name: str, timeout: float = 30.0
+) -> bytes:
+    """Run the PIN ceremony; the host fingerprint to pin, or ProbeError (with the close code)."""
+    sock = _socket()
+    try:
+        conn = ClientConnection.pairing(identity, pin, name, now=time.monotonic())
+        conn.connect(addr, time.monotonic())
+        result: list[PairingFinished | Closed] = []
+
+        def done() -> bool:
+            while (ev := conn.next_event()) is not None:
+                if isinstance(ev, PairingFinished | Closed):
+                    result.append(ev)
+            return (bool(result) and conn.quic.terminated) or any(
+                isinstance(r, Closed) for r in result
+            )
+
+        _pump(conn, sock, addr, done, time.monotonic() + timeout)
+        _flush(conn, sock)  # our CONNECTION_CLOSE: the host frees its pairing slot on it
+        finished = next((r for r in result if isinstance(r, PairingFinished)), None)
+        if finished is not None and finished.ok:
+            return finished.fingerprint
+        closed = next((r for r in result if isinstance(r, Closed)), None)
+        if closed is not None and closed.code not in (0, 1):
+            raise ProbeError(f"pairing refused: code {closed.code:#x}: {closed.reason}")
+        raise ProbeError("pairing failed: wrong PIN (the confirmations disagree)")
+    finally:
+        sock.close()
+
+
+def infer_fec_percent(blocks: list[tuple[int, int]]) -> int | None:
+    """The host's FEC percentage as the newest P-frame blocks reveal it (no field carries it).
+
+    A block of k data shards with m = ceil(k x p / 100) > 2 recovery shards puts p in
+    ((m - 1) x 100 / k, m x 100 / k]; a block at the 2-shard floor only bounds p from above.
+    Intersect from the newest block back while the intervals agree and take the smallest
+    whole percentage inside, at least FEC_MIN_PERCENT: exact for large blocks, a lower bound
+    when frames are small.
+    """
+    lo, hi = 0.0, float(FEC_MAX_PERCENT)
+    for k, m in reversed(blocks):
+        b_lo = (m - 1) * 100 / k if m > MIN_RECOVERY_SHARDS else 0.0
+        b_hi = m * 100 / k
+        if max(lo, b_lo) >= min(hi, b_hi):
+            break  # the percentage changed before this block
+        lo, hi = max(lo, b_lo), min(hi, b_hi)
+    if not blocks:
+        return None
+    return max(FEC_MIN_PERCENT, min(int(lo) + 1, int(hi)))
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    if not samples:
+        return {"p50": 0.0, "p99": 0.0}
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, len(ordered) * 99 // 100)]
+    return {"p50": round(ordered[len(ordered) // 2], 3), "p99": round(p99, 3)}
+
+
+@dataclass
+class ReceiverStats:
+    media_datagrams: int = 0  # every media datagram that reached the socket
+    simulated_drops: int = 0
+    media_bytes: int = 0
+    frames_decoded: int = 0
+    decode_errors: int = 0
+    frames_skipped: int = 0  # complete but undecodable: after a loss, before its keyframe
+    keyframes: int = 0
+    asks: int = 0
+    stamps: list[int] = field(default_factory=list)
+    host_latency_ms: list[float] = field(default_factory=list)
+    one_way_latency_ms: list[float] = field(default_factory=list)
+    stamp_latency_ms: list[float] = field(default_factory=list)
+    audio_packets: int = 0
+    first_decoded: float | None = None
+    last_decoded: float | None = None
+    blocks: list[tuple[int, int]] = field(default_factory=list)  # recent P-frame (k, m)
+
+
+class NativeReceiver:
+    def __init__(
+        self,
+        addr: Address,
+        identity: ClientIdentity,
+        host_fp: bytes | None,
+        hello: ClientHello,
+        *,
+        loss_percent: float = 0.0,
+        seed: int | None = None,
+        on_picture: Callable[[object, AccessUnit], None] | None = None,
+    ) -> None:
+        self.addr = addr
+        self.sock = _socket()
+        self.conn = ClientConnection(identity, now=time.monotonic(), hello=hello, host_fp=host_fp)
+        self._loss = loss_percent / 100.0
+        self._rng = random.Random(seed)
+        self._on_picture = on_picture
+        self.stats = ReceiverStats()
+        self.assembler = FrameAssembler()
+        self.server_hello: ServerHello | None = None
+        self.closed: Closed | None = None
+        self.clock_offset_ns = 0
+        self._opener: MediaOpener | None = None
+        self._units: queue.Queue[AccessUnit | None] = queue.Queue(maxsize=64)
+        self._decoder: threading.Thread | None = None
+        self._lock = threading.Lock()
+        # feedback state
+        self._window = 0
+        self._ask = 0
+        self._ask_range: tuple[int, int] | None = None
+        self._ask_keyframe = False
+        self._waiting_keyframe_after: int | None = None
+        self._decodable = False
+        self._max_seq = -1
+        self._window_base_seq = -1
+        self._window_received = 0
+        self._next_feedback = 0.0
+        self.loss_ppm_sent: list[int] = []
+
+    # --- running --------------------------------------------------------------------------
+
+    def run(self, seconds: float, connect_timeout: float = 30.0) -> None:
+        """Connect, stream for `seconds` after the ServerHello, then close cleanly."""
+        self.conn.connect(self.addr, time.monotonic())
+        started: list[float] = []
+
+        def until() -> bool:
+            self._events()
+            if self.closed is not None:
+                return True
+            if self.server_hello is not None and not started:
+                started.append(time.monotonic())
+            now = time.monotonic()
+            if started and now >= self._next_feedback:
+                self._feedback(now)
+            return bool(started) and now - started[0] >= seconds
+
+        _pump(self.conn, self.sock, self.addr, until, time.monotonic() + connect_timeout + seconds,
+              self._on_media)  # fmt: skip
+        if self.server_hello is None and self.closed is None:
+            raise ProbeError(f"no answer from {self.addr[0]}:{self.addr[1]}")
+        if self.closed is None:
+            self.conn.close(0, "probe done")
+            _flush(self.conn, self.sock)
+        if self._decoder is not None:
+            self._units.put(None)
+            self._decoder.join(timeout=10)
+        self.sock.close()
+
+    def _events(self) -> None:
+        while (ev := self.conn.next_event()) is not None:
+            match ev:
+                case SessionStarted():
+                    self._start(ev)
+                case DatagramReceived(datagram=Datagram(kind=DgramKind.HOST_TIMING) as d):
+                    timing = HostTiming.decode(d.payload)
+                    if timing is not None:
+                        self.stats.host_latency_ms.append(timing.host_us / 1000)
+                case DatagramReceived(datagram=Datagram(kind=DgramKind.AUDIO)):
+                    self.stats.audio_packets += 1
+                case ClockSynced():
+                    self.clock_offset_ns = ev.skew.offset_ns
+                case Closed():
+                    self.closed = ev
+
+    def _start(self, ev: SessionStarted) -> None:
+        self.server_hello = ev.hello
+        if ev.keys is None:
+            raise ProbeError("the host granted no media suite")
+        self._opener = MediaOpener(ev.keys, Role.CLIENT)
+        codec = _DECODERS.get(Codec(ev.hello.codec), "hevc")
+        self._decoder = threading.Thread(target=self._decode_loop, args=(codec,), daemon=True,
+                                         name="probe-decode")  # fmt: skip
+        self._decoder.start()
+        self.conn.ready()
+        self.conn.sync_clock()
+
+    # --- media (network thread) -----------------------------------------------------------
+
+    def _on_media(self, data: bytes) -> None:
+        st = self.stats
+        st.media_datagrams += 1
+        if self._opener is None:
+            return  # no keys: nothing may be opened (and a refused client gets nothing)
+        if self._loss and self._rng.random() < self._loss:
+            st.simulated_drops += 1
+            return
+        opened = self._opener.open(data)
+        if opened is None:
+            return
+        header, seq, shard = opened
+        st.media_bytes += len(data)
+        if self._window_base_seq < 0:
+            self._window_base_seq = seq - 1
+        self._max_seq = max(self._max_seq, seq)
+        self._window_received += 1
+        if header.shard == 0 and not header.flags & UserFlag.SOF:  # IDRs get a boost
+            st.blocks.append((header.k, header.m))
+            del st.blocks[:-60]
+        units, lost = self.assembler.add(header, shard)
+        if lost is not None:
+            self._on_loss(lost)
+        for unit in units:
+            self._on_unit(unit)
+
+    def _on_loss(self, lost: tuple[int, int]) -> None:
+        first = lost[0] if self._ask_range is None else min(lost[0], self._ask_range[0])
+        self._ask_range = (first, lost[1])
+        self._ask += 1
+        self._ask_keyframe = not self._decodable
+        self._waiting_keyframe_after = lost[1]
+        self.stats.asks += 1
+        self._send_feedback(window=False)
+
+    def _on_unit(self, unit: AccessUnit) -> None:
+        if unit.keyframe:
+            self.stats.keyframes += 1
+            if (
+                self._waiting_keyframe_after is not None
+                and unit.index > self._waiting_keyframe_after
+            ):
+                self._waiting_keyframe_after = None
+                self._ask_range = None
+            self._decodable = True
+        if self._waiting_keyframe_after is not None or not self._decodable:
+            self.stats.frames_skipped += 1
+            return
+        try:
+            self._units.put_nowait(unit)
+        except queue.Full:
+            self.stats.frames_skipped += 1  # the decoder fell behind: drop, then resync
+            self._on_loss((unit.index, unit.index))
+
+    def _feedback(self, now: float) -> None:
+        self._next_feedback = now + FEEDBACK_INTERVAL_S
+        self._send_feedback(window=True)
+
+    def _send_feedback(self, window: bool) -> None:
+        if self.conn.closed is not None or self.server_hello is None:
+            return
+        fb_window = loss_ppm = 0
+        if window and self._max_seq >= 0:
+            expected = self._max_seq - self._window_base_seq
+            lost = max(0, expected - self._window_received)
+            loss_ppm = lost * 1_000_000 // expected if expected > 0 else 0
+            self._window_base_seq, self._window_received = self._max_seq, 0
+            self._window += 1
+            fb_window = self._window
+            self.loss_ppm_sent.append(loss_ppm)
+        ask = self._ask if self._ask_range is not None or self._ask_keyframe else 0
+        if not fb_window and not ask:
+            return
+        fb = Feedback(
+            window=fb_window,
+            loss_ppm=loss_ppm,
+            packets_received=self.stats.media_datagrams,
+            ask=ask,
+            invalidate=self._ask_range if ask else None,
+            keyframe=self._ask_keyframe and bool(ask),
+        )
+        self.conn.send_datagram(fb.encode())
+
+    # --- decoding (decode thread) ---------------------------------------------------------
+
+    def _decode_loop(self, codec_name: str) -> None:
+        import av
+        import numpy as np
+
+        from ..vdisplay.stamp import HEIGHT, WIDTH, decode_stamp
+
+        ctx = av.CodecContext.create(codec_name, "r")
+        ctx.thread_type = "SLICE"
+        units: dict[int, AccessUnit] = {}
+        while True:
+            unit = self._units.get()
+            if unit is None:
+                return
+            units[unit.index] = unit
+            packet = av.Packet(unit.data)
+            packet.pts = unit.index
+            try:
+                frames = ctx.decode(packet)
+            except av.FFmpegError:
+                self.stats.decode_errors += 1
+                continue
+            for frame in frames:
+                now_mono, now_wall = time.monotonic_ns(), wall_clock_ns()
+                src = units.pop(frame.pts, unit) if frame.pts is not None else unit
+                for old in [i for i in units if i < src.index]:
+                    del units[old]
+                st = self.stats
+                st.frames_decoded += 1
+                t = time.monotonic()
+                st.first_decoded = st.first_decoded or t
+                st.last_decoded = t
+                sh = self.server_hello
+                if sh is not None:
+                    origin = sh.clock_origin_ns
+                    pts_ns = origin + src.pts_us * 1000
+                    while pts_ns + (1 << 31) * 1000 < now_wall + self.clock_offset_ns:
+                        pts_ns += (1 << 32) * 1000  # pts_us wrapped (every ~71 minutes)
+                    st.one_way_latency_ms.append((now_wall + self.clock_offset_ns - pts_ns) / 1e6)
+                plane = frame.planes[0]
+                if frame.height >= HEIGHT and frame.width >= WIDTH:
+                    luma = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+                    corner = luma[:HEIGHT, :WIDTH, None]
+                    stamp = decode_stamp(np.repeat(corner, 3, axis=2))
+                    if stamp is not None:
+                        st.stamps.append(stamp.counter)
+                        st.stamp_latency_ms.append((now_mono - stamp.capture_ns) / 1e6)
+                if self._on_picture is not None:
+                    self._on_picture(frame, src)
+
+    # --- the report -----------------------------------------------------------------------
+
+    def report(self, seconds: float) -> dict[str, object]:
+        st, asm = self.stats, self.assembler.stats
+        frames_sent = asm.frames + asm.frames_lost
+        span = (st.last_decoded - st.first_decoded) if st.first_decoded and st.last_decoded else 0
+        fps = (st.frames_decoded - 1) / span if span > 0 else 0.0
+        stamps = st.stamps
+        in_order = all(b > a for a, b in itertools.pairwise(stamps))
+        sh = self.server_hello
+        fec_now = infer_fec_percent(st.blocks)
+        sum_k = sum(k for k, _ in st.blocks)
+        ratio = round(100 * sum(m for _, m in st.blocks) / sum_k, 1) if sum_k else None
+        return {
+            "ok": self.ok,
+            "closed": None
+            if self.closed is None
+            else {"code": self.closed.code, "reason": self.closed.reason},
+            "seconds": seconds,
+            "codec": _DECODERS.get(Codec(sh.codec), "?") if sh else None,
+            "suite": sh.suite.name if sh and sh.suite is not None else None,
+            "mode": f"{sh.mode.width}x{sh.mode.height}@{sh.mode.refresh_hz}" if sh else None,
+            "fps": round(fps, 2),
+            "frames_decoded": st.frames_decoded,
+            "frames_sent": frames_sent,
+            "decoded_fraction": round(st.frames_decoded / frames_sent, 4) if frames_sent else 0.0,
+            "frames_lost": asm.frames_lost,
+            "frames_skipped": st.frames_skipped,
+            "frames_recovered_by_fec": asm.frames_recovered_by_fec,
+            "shards_repaired": asm.shards_repaired,
+            "keyframes": st.keyframes,
+            "asks": st.asks,
+            "decode_errors": st.decode_errors,
+            "host_latency_ms": _percentiles(st.host_latency_ms),
+            "one_way_latency_ms": _percentiles(st.one_way_latency_ms),
+            "stamp_latency_ms": _percentiles(st.stamp_latency_ms),
+            "clock_offset_ms": round(self.clock_offset_ns / 1e6, 3),
+            "mbps": round(st.media_bytes * 8 / seconds / 1e6, 3) if seconds else 0.0,
+            "fec_percent_start": sh.fec_percent if sh else None,
+            "fec_percent": fec_now,
+            "fec_overhead_percent": ratio,
+            "loss_ppm_reported_max": max(self.loss_ppm_sent, default=0),
+            "media_datagrams": st.media_datagrams,
+            "simulated_drops": st.simulated_drops,
+            "audio_packets": st.audio_packets,
+            "stamps_read": len(stamps),
+            "counters_in_order": in_order and len(stamps) > 0,
+        }
+
+    @property
+    def ok(self) -> bool:
+        if self.server_hello is None:
+            return False
+        if self.closed is not None and self.closed.code not in (0,):
+            return False
+        return self.stats.frames_decoded > 0
+
+
+def log_refusal(closed: Closed) -> None:
+    event(_log, "probe.refused", logging.WARNING, code=hex(closed.code), reason=closed.reason)
