@@ -20,7 +20,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,9 @@ from punktfunk.vdisplay.driver.backends.pattern import PatternSource
 
 ROOT = Path(__file__).resolve().parent.parent
 DRIVER = ROOT / "tests" / "moonlight_driver.py"
+sys.path.insert(0, str(ROOT / "tests"))
+from gs_host import descendants, wait_port  # noqa: E402 - the e2e tests' host helpers
+
 PUNKTFUNK = Path(sys.executable).parent / "punktfunk"
 BASE_PORT = 47989 + 3000
 WARMUP_S = 3.0
@@ -52,31 +54,6 @@ def _cpu_seconds(pids: list[int]) -> float:
             continue
         total += int(fields[11]) + int(fields[12])  # utime + stime
     return total / TICK
-
-
-def _tree(pid: int) -> list[int]:
-    found, frontier = [pid], [pid]
-    while frontier:
-        parent = frontier.pop()
-        for task in Path(f"/proc/{parent}/task").glob("*"):
-            try:
-                children = [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                continue
-            found += children
-            frontier += children
-    return found
-
-
-def _wait_port(port: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"the host never listened on {port}")
 
 
 def _driver(config_dir: Path, *args: str) -> list[str]:
@@ -96,14 +73,14 @@ def stream(seconds: float, mode: str) -> dict[str, object]:
         env=env, stdout=(tmp / "host.log").open("w"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        _wait_port(BASE_PORT)
+        wait_port(BASE_PORT)
         subprocess.run(_driver(tmp / "client", "--pair-only"), check=True, capture_output=True)
         client = subprocess.Popen(
             _driver(tmp / "client", "--seconds", str(seconds), "--mode", mode),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         time.sleep(WARMUP_S)
-        pids = _tree(host.pid)
+        pids = [host.pid, *descendants(host.pid)]
         cpu0, t0 = _cpu_seconds(pids), time.monotonic()
         time.sleep(max(1.0, seconds - WARMUP_S - 2.0))
         cpu1, t1 = _cpu_seconds(pids), time.monotonic()
