@@ -89,6 +89,10 @@ class InputApplier:
         self.applied = 0
         self.ignored = 0
 
+    def set_surface(self, surface: tuple[int, int]) -> None:
+        """The session's mode changed (Reconfigure): absolute positions scale to the new one."""
+        self._surface = surface
+
     def apply(self, ev: InputEvent) -> None:
         inj, kind = self._injector, ev.kind
         if kind in (InputKind.GAMEPAD_STATE, InputKind.GAMEPAD_ARRIVAL, InputKind.GAMEPAD_REMOVE):

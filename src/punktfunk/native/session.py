@@ -39,7 +39,7 @@ from .dgram import Datagram, Feedback, HostTiming, InputEvent, encode_audio
 from .hello import ClientHello, ServerHello
 from .host import HostConnection
 from .input import InputApplier, rumble_of
-from .messages import BitrateChanged, Mode, Reconfigure, Reconfigured, SetBitrate
+from .messages import BitrateChanged, Mode, Reconfigure, Reconfigured, SetBitrate, StreamConfig
 from .registry import (
     DEFAULT_SHARD_PAYLOAD,
     MIN_SHARD_PAYLOAD,
@@ -59,6 +59,12 @@ AUDIO_FRAME_MS = 5
 INPUT_QUEUE = 512
 _WIRE_CODEC = {EncCodec.H264: Codec.H264, EncCodec.HEVC: Codec.HEVC, EncCodec.AV1: Codec.AV1}
 _CODEC_ORDER = (EncCodec.HEVC, EncCodec.H264, EncCodec.AV1)
+
+
+def _color(hdr: bool) -> bytes:
+    """CICP primaries, transfer, matrix, full range: BT.2020/PQ for HDR10, else BT.709."""
+    return bytes((9, 16, 9, 0)) if hdr else bytes((1, 1, 1, 0))
+
 
 OpusFactory = Callable[[int, bool, int], Callable[[bytes], bytes]]
 
@@ -128,6 +134,7 @@ class NativeSession:
         self._origin_mono_ns = 0
         self.started = False
         self.teardown_thread: threading.Thread | None = None
+        self._reconfiguring = threading.Event()
 
     # --- opening (opener thread), then accept (socket thread) -----------------------------
 
@@ -189,7 +196,7 @@ class NativeSession:
             shard_payload=shard,
             bitrate_kbps=plan.bitrate_kbps,
             bit_depth=plan.bit_depth,
-            color=bytes((9, 16, 9, 0)) if plan.hdr else bytes((1, 1, 1, 0)),
+            color=_color(plan.hdr),
             codec=_WIRE_CODEC[plan.codec],
             audio_channels=2,
             audio_frame_us=AUDIO_FRAME_MS * 1000,
@@ -206,17 +213,7 @@ class NativeSession:
             on_sent=self._on_frame_sent,
         )
         self._sink = sink
-        self._pipeline = VideoPipeline(
-            source.capturer,
-            source.encoder,
-            sink,
-            fps=plan.mode.refresh_hz,
-            depth=plan.pipeline_depth,
-            stats=self.stats,
-            on_fatal=lambda reason: self._server.call_soon(
-                lambda: self._close_for(f"video pipeline: {reason}")
-            ),
-        )
+        self._pipeline = self._new_pipeline(source, sink)
         suite = hello.suite.name if hello.suite is not None else "none"
         event(_log, "session.plan", session=self.name, codec=plan.codec, mode=str(plan.mode),
               bitrate_kbps=plan.bitrate_kbps, suite=suite, shard_payload=shard,
@@ -267,10 +264,90 @@ class NativeSession:
                 pipeline.encoder.set_bitrate(message.bitrate_kbps)
                 self.conn.send(BitrateChanged(message.bitrate_kbps))
             case Reconfigure():
-                # Mid-session mode changes need a new monitor: not offered by this host yet.
-                mode = self._source.plan.mode if self._source else None
-                current = Mode(mode.width, mode.height, mode.refresh_hz) if mode else Mode()
-                self.conn.send(Reconfigured(False, current))
+                if not self.started or self._reconfiguring.is_set():
+                    self.conn.send(Reconfigured(False, self._wire_mode()))
+                else:
+                    self._reconfiguring.set()
+                    self._spawn(lambda: self._reconfigure(message.mode), "reconfigure")
+
+    def _new_pipeline(self, source: VideoSource, sink: NativeVideoSink) -> VideoPipeline:
+        plan = source.plan
+        return VideoPipeline(
+            source.capturer,
+            source.encoder,
+            sink,
+            fps=plan.mode.refresh_hz,
+            depth=plan.pipeline_depth,
+            stats=self.stats,
+            on_fatal=lambda reason: self._server.call_soon(
+                lambda: self._close_for(f"video pipeline: {reason}")
+            ),
+        )
+
+    def _wire_mode(self) -> Mode:
+        mode = self._source.plan.mode if self._source else None
+        return Mode(mode.width, mode.height, mode.refresh_hz) if mode else Mode()
+
+    def _reconfigure(self, mode: Mode) -> None:
+        """The client's window changed: a monitor at the new mode, a new encoder, the next
+        StreamConfig epoch, same connection. Runs on its own thread (a monitor takes time);
+        the old stream keeps flowing until the new one is ready."""
+        try:
+            self._switch_mode(mode)
+        finally:
+            self._reconfiguring.clear()
+
+    def _switch_mode(self, mode: Mode) -> None:
+        old, sink = self._source, self._sink
+        if old is None or sink is None or self._pipeline is None:
+            return
+        plan = old.plan
+        request = ClientRequest(
+            DisplayMode(mode.width, mode.height, mode.refresh_hz or plan.mode.refresh_hz),
+            plan.codec,
+            plan.hdr,
+            plan.bitrate_kbps,
+        )
+        try:
+            source = self._services.open_video(request, self.fingerprint.hex()[:16])
+        except Exception as exc:
+            event(_log, "session.reconfigure_refused", logging.WARNING, session=self.name,
+                  mode=f"{mode.width}x{mode.height}@{mode.refresh_hz}", reason=exc)  # fmt: skip
+            self._server.call_soon(lambda: self.conn.send(Reconfigured(False, self._wire_mode())))
+            return
+        pipeline = self._new_pipeline(source, sink)
+        with self._lock:
+            if self._ended.is_set():
+                source.close()
+                return
+            self._pipeline.stop()  # the old encoder's last frame is out before the new epoch
+            epoch = sink.next_epoch()
+            self._source, self._pipeline = source, pipeline
+        new = source.plan
+        wire_mode = Mode(new.mode.width, new.mode.height, new.mode.refresh_hz)
+        announced = threading.Event()
+
+        def announce() -> None:
+            self.conn.send(Reconfigured(True, wire_mode))
+            config = StreamConfig(
+                epoch=epoch,
+                mode=wire_mode,
+                codec=_WIRE_CODEC[new.codec],
+                bit_depth=new.bit_depth,
+                color=_color(new.hdr),
+            )
+            self.conn.send(config)
+            announced.set()
+
+        self._server.call_soon(announce)
+        announced.wait(2.0)  # StreamConfig goes out before the epoch's first packet
+        pipeline.start()
+        pipeline.request_keyframe()
+        if self._applier is not None:
+            self._applier.set_surface((new.mode.width, new.mode.height))
+        old.close()
+        event(_log, "session.reconfigured", session=self.name, epoch=epoch, mode=str(new.mode),
+              was=str(plan.mode), downgrades="; ".join(new.downgrades) or "none")  # fmt: skip
 
     def _on_feedback(self, fb: Feedback) -> None:
         pipeline, sink = self._pipeline, self._sink
@@ -290,7 +367,9 @@ class NativeSession:
             self.counters.asks += 1
             if fb.invalidate is not None:
                 self.counters.invalidations += 1
-                pipeline.invalidate_ref_frames(*fb.invalidate)
+                # The client names wire frame numbers; the encoder counts from its epoch's start.
+                first, last = (max(0, f - sink.frame_base) for f in fb.invalidate)
+                pipeline.invalidate_ref_frames(first, last)
             if fb.keyframe:
                 self.counters.keyframe_asks += 1
                 pipeline.request_keyframe()

@@ -191,6 +191,11 @@ class NativeVideoSink:
         self._on_sent = on_sent
         self._clock = clock
         self._unsent: tuple[EncodedFrame, int] | None = None  # frame, packets not yet sent
+        # A Reconfigure starts a new StreamConfig epoch with a new encoder, whose frame
+        # indices start again at 0: `frame_base` keeps the wire's frame numbers increasing.
+        self.epoch = 0
+        self.frame_base = 0
+        self.last_frame = -1
         self.frames = 0
         self.idr_frames = 0
         self.packets = 0
@@ -203,7 +208,9 @@ class NativeVideoSink:
             # A lost IDR costs another IDR (and its loss another): keyframes get twice the
             # protection, within the band (docs/wire.md, Choices).
             percent = min(FEC_MAX_PERCENT, 2 * percent)
-        packets = self._seal_frame(frame.data, frame.frame_index, frame.capture_ns, flags, percent)
+        wire_index = self.frame_base + frame.frame_index
+        packets = self._seal_frame(frame.data, wire_index, frame.capture_ns, flags, percent)
+        self.last_frame = wire_index
         self.frames += 1
         self.idr_frames += frame.frame_type is FrameType.IDR
         self.packets += len(packets)
@@ -247,8 +254,8 @@ class NativeVideoSink:
             for i, o in enumerate(range(first, at, wire)):
                 packet = view[o : o + wire]
                 packets.append(packet)
-                fields = (MediaStream.VIDEO, 0, block_flags, frame_no, pts, block_no, base, i,
-                          k, m, block_pad)  # fmt: skip
+                fields = (MediaStream.VIDEO, self.epoch, block_flags, frame_no, pts, block_no,
+                          base, i, k, m, block_pad)  # fmt: skip
                 if run is None:  # crossing a key index: the general path
                     self._sealer.seal_into(packet, fields, size)
                     continue
@@ -261,6 +268,12 @@ class NativeVideoSink:
                     packet[clear:],
                 )
         return packets
+
+    def next_epoch(self) -> int:
+        """Start the next StreamConfig epoch: frames from a new encoder follow the last one."""
+        self.epoch = (self.epoch + 1) & 0xFF
+        self.frame_base = self.last_frame + 1
+        return self.epoch
 
     def transmit(self, datagrams: Sequence[bytes]) -> None:
         """One microburst (the pipeline paces them); the frame's last one reports it sent."""
