@@ -198,6 +198,15 @@ class Desk:
         xtest.fake_input(self.d, X.ButtonRelease, 1)
         self.d.sync()
 
+    def wheel(self, up: bool) -> None:
+        from Xlib import X
+        from Xlib.ext import xtest
+
+        xtest.fake_input(self.d, X.ButtonPress, 4 if up else 5)
+        xtest.fake_input(self.d, X.ButtonRelease, 4 if up else 5)
+        self.d.sync()
+        time.sleep(0.05)
+
     def keys(self, *chord: str) -> None:
         """Press the keysyms of `chord` in order, then release them in reverse."""
         from Xlib import XK, X
@@ -303,6 +312,7 @@ def test_keys_and_clicks_reach_the_hosts_display(tmp_path: Path, viewer_x: XServ
 
         keys: list[str] = []
         clicks: list[tuple[int, int]] = []
+        wheel: list[int] = []  # X buttons 4 up, 5 down
 
         def collect() -> None:
             while session.pending_events():
@@ -312,8 +322,10 @@ def test_keys_and_clicks_reach_the_hosts_display(tmp_path: Path, viewer_x: XServ
                     name = XK.keysym_to_string(session.keycode_to_keysym(ev.detail, shifted))
                     if name and name.isalpha():
                         keys.append(name)
-                elif ev.type == X.ButtonPress:
+                elif ev.type == X.ButtonPress and ev.detail == 1:
                     clicks.append((ev.event_x, ev.event_y))
+                elif ev.type == X.ButtonPress:
+                    wheel.append(ev.detail)
 
         desk.keys("Shift_L", "h")
         desk.keys("i")
@@ -322,6 +334,10 @@ def test_keys_and_clicks_reach_the_hosts_display(tmp_path: Path, viewer_x: XServ
               15, lambda: f"keys={keys} clicks={clicks}\n{host.text()[-2000:]}")  # fmt: skip
         assert keys == ["H", "i"], keys
         assert abs(clicks[0][0] - 640) <= 2 and abs(clicks[0][1] - 360) <= 2, clicks
+        desk.wheel(up=True)
+        desk.wheel(up=False)
+        _wait("two wheel notches", lambda: (collect(), len(wheel) >= 2)[1], 10, str)
+        assert wheel == [4, 5], wheel
 
         # F11: fullscreen on the viewer's 1600x900 screen; a click is scaled to the stream.
         desk.keys("F11")

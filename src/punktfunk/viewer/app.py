@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import queue
+import signal
 import statistics
 import sys
 import threading
@@ -205,7 +206,10 @@ class Viewer:
             self._open_window()
             pygame.key.stop_text_input()  # keys go as VKs; SDL text events would double them
             net.start()
+            signal.signal(signal.SIGTERM, self._on_sigterm)
             self._loop(net)
+        except KeyboardInterrupt:
+            pass  # Ctrl+C in the terminal: leave like closing the window
         finally:
             self._release_all()
             self.receiver.stop()
@@ -215,6 +219,9 @@ class Viewer:
                 self._save_screenshot(self.args.screenshot)
             pygame.quit()
         return self._verdict()
+
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        self._running = False
 
     def _open_window(self) -> None:
         desktop = pygame.display.get_desktop_sizes()[0]
