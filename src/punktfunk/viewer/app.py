@@ -55,6 +55,7 @@ from .keys import (
     wheel_event,
 )
 
+MAX_PADS = 16  # the wire's pad indices 0..15
 HISTORY = 600  # samples kept per statistic
 PAD_RESEND_S = 0.1  # pad state rides unreliable datagrams: repeat it while a pad is open
 OVERLAY_PERIOD_S = 0.5
@@ -164,6 +165,7 @@ class Viewer:
         self._show_overlay = False
         self.overlay: Overlay | None = None
         self.shown = 0  # pictures drawn
+        self.convert_errors = 0
 
     # --- the decode thread ------------------------------------------------------------------
 
@@ -172,8 +174,12 @@ class Viewer:
 
         assert isinstance(frame, av.VideoFrame)
         width, height = self._target
-        rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="BILINEAR")
-        pixels = np.ascontiguousarray(rgb.to_ndarray())
+        try:
+            rgb = frame.reformat(width, height, "rgb24", interpolation="BILINEAR")
+            pixels = np.ascontiguousarray(rgb.to_ndarray())
+        except (av.FFmpegError, ValueError):
+            self.convert_errors += 1  # one picture lost; the decode thread carries on
+            return
         with self._slot_lock:
             self._slot = (pixels, (frame.width, frame.height))
         self._new_picture.set()
@@ -436,9 +442,11 @@ class Viewer:
             if instance in self._pads:
                 return
             used = {p.index for p in self._pads.values()}
-            index = next(i for i in range(64) if i not in used)
-            if index >= 16:
+            free = [i for i in range(MAX_PADS) if i not in used]
+            if not free:
+                pad.quit()
                 return
+            index = free[0]
             self._pads[instance] = _Pad(index, pad)
             self._send(arrival_event(index, pad_kind(pad.name)), reliable=True)
         else:
