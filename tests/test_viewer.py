@@ -168,6 +168,11 @@ class Desk:
         geometry = window.get_geometry()
         return geometry.width, geometry.height
 
+    def title(self, window) -> str:
+        utf8 = self.d.intern_atom("UTF8_STRING")
+        prop = window.get_full_property(self.d.intern_atom("_NET_WM_NAME"), utf8)
+        return "" if prop is None else bytes(prop.value).decode(errors="replace")
+
     def origin(self) -> tuple[int, int]:
         """Where the viewer window's (0, 0) is on the screen (SDL centres a new window)."""
         at = self.viewer_window().translate_coords(self.root, 0, 0)
@@ -238,6 +243,8 @@ def test_the_viewer_renders_the_pattern_and_its_overlay(tmp_path: Path, viewer_x
         window = desk.viewer_window()
         assert desk.size_of(window) == STREAM  # windowed at the stream's size: 1:1 pixels
         _wait("session.start", lambda: "session.start" in host.text(), 30, host.text)
+        title = f"127.0.0.1:{host.port} - 1280x720@30 h264"
+        _wait("the title", lambda: title in desk.title(window), 10, lambda: desk.title(window))
         desk.move_in(600, 400)
         desk.keys("F10")  # the stats overlay, drawn top-right
         _, err = viewer.communicate(timeout=40)

@@ -492,9 +492,10 @@ class Viewer:
             print(f"punktfunk connect: {self.error}", file=sys.stderr)
             return 1
         if closed is not None and closed.code != 0:
+            what = "ended the session" if rx.server_hello is not None else "refused the session"
             print(
-                f"punktfunk connect: the host ended the session: code {closed.code:#x}: "
-                f"{closed.reason}",
+                f"punktfunk connect: {self.args.host}:{self.args.port} {what}: "
+                f"code {closed.code:#x}: {closed.reason}",
                 file=sys.stderr,
             )
             return 1
