@@ -86,6 +86,7 @@ class Overlay:
         self._font = pygame.font.Font(None, 22)
         self._last = (time.monotonic(), 0, 0, 0)
         self.lines: list[str] = ["waiting for the stream..."]
+        self._box = self._render()
 
     def update(self, shown: int) -> None:
         """`shown`: pictures the window has drawn so far."""
@@ -110,8 +111,9 @@ class Overlay:
             f"loss {loss:.2f} %, FEC {fec if fec is not None else '-'} %",
             f"frames lost {asm.frames_lost}, FEC-repaired {asm.frames_recovered_by_fec}",
         ]
+        self._box = self._render()
 
-    def draw(self, screen: pygame.Surface) -> None:
+    def _render(self) -> pygame.Surface:
         rendered = [self._font.render(line, True, (255, 255, 255)) for line in self.lines]
         width = max(s.get_width() for s in rendered) + 16
         height = sum(s.get_height() for s in rendered) + 12
@@ -121,8 +123,11 @@ class Overlay:
         for surface in rendered:
             box.blit(surface, (8, y))
             y += surface.get_height()
+        return box
+
+    def draw(self, screen: pygame.Surface) -> None:
         # Top-right: the top-left corner is where the pattern display's frame stamp is.
-        screen.blit(box, (screen.get_width() - width - 8, 8))
+        screen.blit(self._box, (screen.get_width() - self._box.get_width() - 8, 8))
 
 
 class Viewer:
@@ -156,6 +161,7 @@ class Viewer:
         self._windowed = (mode.width, mode.height)
         self._viewport = Viewport(0, 0, mode.width, mode.height)
         self._picture: pygame.Surface | None = None
+        self._picture_pixels: np.ndarray | None = None  # the buffer `_picture` borrows
         self._pending_motion: tuple[int, int] | None = None
         self._held_keys: set[int] = set()
         self._held_buttons: set[int] = set()
@@ -302,7 +308,7 @@ class Viewer:
             self._relayout()
         height, width = pixels.shape[:2]
         self._picture = pygame.image.frombuffer(pixels, (width, height), "RGB")
-        self._picture_pixels = pixels  # the surface borrows this buffer
+        self._picture_pixels = pixels
         self.shown += 1
         return True
 
@@ -401,6 +407,7 @@ class Viewer:
             self._swallowed.add(ev.scancode)
             self._show_overlay = not self._show_overlay
             self._update_overlay()
+            self.screen.fill((0, 0, 0))  # the box may have covered a letterbox bar
             self._draw(flip=True)
             return
         vk = scancode_vk(ev.scancode, mod)
