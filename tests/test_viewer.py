@@ -226,6 +226,19 @@ class Desk:
         self.d.sync()
         time.sleep(0.05)
 
+    def close_window(self, window) -> None:
+        """What a window manager sends when the user clicks the close button."""
+        from Xlib import X
+        from Xlib.protocol import event
+
+        protocols = self.d.intern_atom("WM_PROTOCOLS")
+        delete = self.d.intern_atom("WM_DELETE_WINDOW")
+        message = event.ClientMessage(
+            window=window, client_type=protocols, data=(32, [delete, X.CurrentTime, 0, 0, 0])
+        )
+        window.send_event(message, event_mask=X.NoEventMask)
+        self.d.sync()
+
     def close(self) -> None:
         self.d.close()
 
@@ -368,6 +381,27 @@ def test_keys_and_clicks_reach_the_hosts_display(tmp_path: Path, viewer_x: XServ
             viewer.wait()
         if session is not None:
             session.close()
+        desk.close()
+        host.stop()
+
+
+def test_closing_the_window_ends_the_session(tmp_path: Path, viewer_x: XServer) -> None:
+    host = Host(tmp_path, "pattern")
+    desk = Desk(viewer_x.display)
+    viewer = host.connect(viewer_x.display)  # no --seconds: it runs until closed
+    try:
+        _wait("the viewer window", desk.viewer_window, 30, lambda: host.text()[-2000:])
+        _wait("session.start", lambda: "session.start" in host.text(), 30, host.text)
+        time.sleep(1.0)
+        desk.close_window(desk.viewer_window())
+        _, err = viewer.communicate(timeout=20)
+        assert viewer.returncode == 0, err[-3000:]
+        _wait("session.end", lambda: "session.end" in host.text(), 10, host.text)
+        assert re.search(r'session\.end .*reason="viewer closed', host.text()), host.text()[-2000:]
+    finally:
+        if viewer.poll() is None:
+            viewer.kill()
+            viewer.wait()
         desk.close()
         host.stop()
 
