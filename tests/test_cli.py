@@ -78,12 +78,29 @@ def test_bad_flag_is_a_config_error(run_cli) -> None:
     assert out.returncode == 1 and "flag --pipeline-depth" in out.stderr and "1..2" in out.stderr
 
 
-@pytest.mark.parametrize("name", ["demo", "connect", "service"])
+@pytest.mark.parametrize("name", ["demo", "service"])
 def test_unbuilt_commands_say_so_and_exit_2(run_cli, name: str) -> None:
     out = run_cli(name)
     assert out.returncode == 2
     assert "not built yet" in out.stderr
     assert out.stdout == ""
+
+
+def test_connect_without_pygame_names_the_extra_and_exits_1(run_cli, tmp_path: Path) -> None:
+    # A `pygame` that fails to import, first on the path: as if pygame-ce were not installed.
+    fake = tmp_path / "nopygame" / "pygame"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('pygame is not installed')\n")
+    out = run_cli("connect", "127.0.0.1", env={"PYTHONPATH": str(fake.parent)})
+    assert out.returncode == 1, out.stderr
+    assert "pip install 'punktfunk[viewer]'" in out.stderr
+    assert out.stdout == ""
+
+
+def test_connect_without_a_pairing_or_pin_says_how_to_pair(run_cli, tmp_path: Path) -> None:
+    out = run_cli("connect", "127.0.0.1", "--port", "9", "--client-dir", str(tmp_path / "c"))
+    assert out.returncode == 1
+    assert "not paired with 127.0.0.1:9" in out.stderr and "--pin" in out.stderr
 
 
 def test_doctor_runs_the_abi_self_check(run_cli) -> None:

@@ -162,6 +162,42 @@ def _add_probe_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def _connect(args: argparse.Namespace, loaded: LoadedConfig) -> int:
+    from .viewer.connect import ConnectArgs, run_connect
+
+    return run_connect(
+        ConnectArgs(
+            host=args.host,
+            port=args.port or loaded.config.native_port,
+            mode=args.mode,
+            # --pin is the pair_pin knob's flag: for connect, the PIN to pair with.
+            pin=loaded.config.pair_pin or None,
+            fullscreen=args.fullscreen,
+            seconds=args.seconds,
+            screenshot=args.screenshot,
+            codec=args.video_codec,
+            suite=args.suite,
+            bitrate_kbps=args.bitrate,
+            client_dir=args.client_dir,
+        )
+    )
+
+
+def _add_connect_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("host", metavar="HOST", help="the host's address")
+    cmd.add_argument("--port", type=int, default=0, help="its UDP port (default: native_port)")
+    cmd.add_argument("--mode", default="1280x720@60", help="WIDTHxHEIGHT@HZ to ask for")
+    cmd.add_argument("--fullscreen", action="store_true", help="start fullscreen (F11 toggles)")
+    cmd.add_argument("--seconds", type=float, help="quit after this many seconds of streaming")
+    cmd.add_argument("--screenshot", type=Path, metavar="PNG",
+                     help="save the window's last picture to this PNG on quitting")  # fmt: skip
+    cmd.add_argument("--video-codec", default="h264", choices=("h264", "hevc", "av1"))
+    cmd.add_argument("--bitrate", type=int, default=20_000, help="kbit/s to ask for")
+    cmd.add_argument("--suite", default="aes128gcm", choices=("aes128gcm", "chacha20"),
+                     help="media AEAD to ask for first")  # fmt: skip
+    cmd.add_argument("--client-dir", type=Path, help="client identity and pinned hosts")
+
+
 def _vdisplay(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     from .vdisplay.cli import run
 
@@ -227,8 +263,11 @@ COMMANDS: tuple[tuple[str, str, str, Handler], ...] = (
     (
         "connect",
         "stream from a host over the native protocol and show it",
-        "Connect to a punktfunk host over punktfunk/2, stream its display and show it.",
-        _not_built("the native protocol client is not implemented in this version"),
+        "Connect to a punktfunk host over punktfunk/2 (pairing with --pin on first contact) "
+        "and show its display in a window (needs pygame-ce: pip install 'punktfunk[viewer]'). "
+        "Keyboard, mouse and game controllers go to the host. F11 or Alt+Enter: fullscreen; "
+        "F10: stats overlay; Ctrl+Alt+Shift+Q or closing the window: end the session.",
+        _connect,
     ),
     (
         "service",
@@ -261,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("pin", metavar="PIN", help="the 4-8 digit PIN the client shows")
         if name == "probe":
             _add_probe_arguments(cmd)
+        if name == "connect":
+            _add_connect_arguments(cmd)
         if name == "revoke":
             cmd.add_argument("fingerprint", metavar="FINGERPRINT", help="hex SHA-256 or prefix")
         if name == "vdisplay":

@@ -70,6 +70,18 @@ class ClientStore:
         self._hosts_path.write_text(json.dumps(hosts, indent=1))
 
 
+def pinned_or_paired(
+    store: ClientStore, host: str, port: int, pin: str | None, name: str
+) -> bytes | None:
+    """The host fingerprint pinned for `host:port`; on first contact with a PIN, pair first
+    and pin it (ProbeError if the ceremony fails). None: not paired and no PIN."""
+    host_fp = store.host_fp(host, port)
+    if host_fp is None and pin:
+        host_fp = pair((host, port), store.identity, pin, name)
+        store.pin_host(host, port, host_fp)
+    return host_fp
+
+
 def parse_mode(text: str) -> Mode:
     match = re.fullmatch(r"(\d+)x(\d+)(?:[@x](\d+))?", text.strip())
     if match is None:
@@ -106,12 +118,9 @@ def run_probe(args: ProbeArgs) -> int:
         return EXIT_USAGE
     store = ClientStore(args.client_dir or default_client_dir())
     addr = (args.host, args.port)
-    host_fp = store.host_fp(args.host, args.port)
     result: dict[str, object]
     try:
-        if host_fp is None and args.pin:
-            host_fp = pair(addr, store.identity, args.pin, args.name)
-            store.pin_host(args.host, args.port, host_fp)
+        host_fp = pinned_or_paired(store, args.host, args.port, args.pin, args.name)
         hello = ClientHello(
             mode=mode,
             bitrate_kbps=args.bitrate_kbps,

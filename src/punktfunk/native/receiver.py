@@ -5,6 +5,11 @@
 decode never delays packet intake. Decoded pictures go to `on_picture(frame, unit)` — the
 hook a viewer uses to show them; `punktfunk probe` only reads the pattern display's stamp.
 
+A long-running client (the viewer) runs it with `seconds=math.inf` on its own thread and
+ends it with `stop()`; `send_input(event, reliable)` may be called from any thread: events are
+queued and the network thread, the only one that touches the connection, sends them (edges on
+the control stream, state as INPUT_STATE datagrams). `history` bounds the sample lists.
+
 Loss handling as the host expects it: every FEEDBACK_INTERVAL_S a Feedback window reports
 the packet loss measured from the packet-number gaps; a frame FEC could not rebuild raises
 an ask naming the lost frames (repeated in each window until a keyframe after them arrives);
@@ -15,6 +20,7 @@ at random on receipt, to exercise the whole path.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import logging
@@ -31,6 +37,7 @@ from ..log import event
 from .adaptive import FEC_MAX_PERCENT, FEC_MIN_PERCENT
 from .client import ClientConnection
 from .clock import wall_clock_ns
+from .codec import encode_input_edge
 from .core import (
     ClockSynced,
     Closed,
@@ -38,8 +45,10 @@ from .core import (
     PairingFinished,
     SessionStarted,
 )
-from .dgram import Datagram, Feedback, HostTiming
+from .dgram import Datagram, Feedback, HostTiming, InputEvent
+from .dgram import encode as encode_dgram
 from .hello import ClientHello, ServerHello
+from .input import decode_rumble
 from .packet import is_media
 from .quic import ClientIdentity
 from .reassembly import AccessUnit, FrameAssembler
@@ -75,8 +84,12 @@ def _pump(
     until: Callable[[], bool],
     deadline: float,
     on_media: Callable[[bytes], None] | None = None,
+    wake: socket.socket | None = None,
 ) -> None:
-    """Drive `conn` over `sock` until `until()` or the deadline (monotonic seconds)."""
+    """Drive `conn` over `sock` until `until()` or the deadline (monotonic seconds).
+
+    A byte on `wake` ends the wait early (another thread queued something to send)."""
+    watched = [sock] if wake is None else [sock, wake]
     while not until() and time.monotonic() < deadline:
         for data, dest in conn.datagrams_to_send(time.monotonic()):
             with contextlib.suppress(BlockingIOError, OSError):
@@ -84,8 +97,11 @@ def _pump(
         timer = conn.get_timer()
         now = time.monotonic()
         wait = 0.05 if timer is None else min(0.05, max(0.0, timer - now))
-        readable, _, _ = select.select([sock], [], [], wait)
-        if readable:
+        readable, _, _ = select.select(watched, [], [], wait)
+        if wake is not None and wake in readable:
+            with contextlib.suppress(BlockingIOError, OSError):
+                wake.recv(4096)
+        if sock in readable:
             for _ in range(512):
                 try:
                     data, src = sock.recvfrom(MAX_DATAGRAM)
@@ -201,6 +217,9 @@ class NativeReceiver:
         loss_percent: float = 0.0,
         seed: int | None = None,
         on_picture: Callable[[object, AccessUnit], None] | None = None,
+        on_rumble: Callable[[int, int, int], None] | None = None,
+        history: int | None = None,
+        close_reason: str = "probe done",
     ) -> None:
         self.addr = addr
         self.sock = _socket()
@@ -208,6 +227,15 @@ class NativeReceiver:
         self._loss = loss_percent / 100.0
         self._rng = random.Random(seed)
         self._on_picture = on_picture
+        self._on_rumble = on_rumble
+        self._history = history
+        self.close_reason = close_reason
+        self._stop = threading.Event()
+        self._outbox: collections.deque[tuple[InputEvent, bool]] = collections.deque(maxlen=1024)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.inputs_sent = 0
         self.stats = ReceiverStats()
         self.assembler = FrameAssembler()
         self.server_hello: ServerHello | None = None
@@ -232,8 +260,44 @@ class NativeReceiver:
 
     # --- running --------------------------------------------------------------------------
 
+    def stop(self) -> None:
+        """Ask `run` (on its own thread) to close the session cleanly and return; any thread."""
+        self._stop.set()
+        self._wake()
+
+    def send_input(self, ev: InputEvent, reliable: bool) -> None:
+        """Queue one input event for the network thread; any thread.
+
+        `reliable`: an edge (key, button, pad arrival/removal) on the control stream, in order;
+        otherwise state (pointer position, pad snapshot) as an unreliable datagram. Events
+        queued before the session started or after it ended are dropped.
+        """
+        self._outbox.append((ev, reliable))
+        self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            self._wake_w.send(b"\0")
+
+    def _send_inputs(self) -> None:
+        while self._outbox:
+            ev, reliable = self._outbox.popleft()
+            if self.server_hello is None or self.conn.closed is not None:
+                continue
+            if reliable:
+                self.conn.send_frame(encode_input_edge(ev))
+            else:
+                self.conn.send_datagram(encode_dgram(DgramKind.INPUT_STATE, ev.encode()))
+            self.inputs_sent += 1
+
+    def _keep(self, samples: list[float] | list[int]) -> None:
+        """Bound a sample list to the newest `history` entries (a long-running viewer)."""
+        if self._history is not None and len(samples) > 2 * self._history:
+            del samples[: -self._history]
+
     def run(self, seconds: float, connect_timeout: float = 30.0) -> None:
-        """Connect, stream for `seconds` after the ServerHello, then close cleanly."""
+        """Connect, stream for `seconds` after the ServerHello (or until `stop()`), then close
+        cleanly."""
         self.conn.connect(self.addr, time.monotonic())
         started: list[float] = []
 
@@ -241,6 +305,9 @@ class NativeReceiver:
             self._events()
             if self.closed is not None:
                 return True
+            if self._stop.is_set():
+                return True
+            self._send_inputs()
             if self.server_hello is not None and not started:
                 started.append(time.monotonic())
             now = time.monotonic()
@@ -248,17 +315,24 @@ class NativeReceiver:
                 self._feedback(now)
             return bool(started) and now - started[0] >= seconds
 
-        _pump(self.conn, self.sock, self.addr, until, time.monotonic() + connect_timeout + seconds,
-              self._on_media)  # fmt: skip
-        if self.server_hello is None and self.closed is None:
-            raise ProbeError(f"no answer from {self.addr[0]}:{self.addr[1]}")
-        if self.closed is None:
-            self.conn.close(0, "probe done")
-            _flush(self.conn, self.sock)
-        if self._decoder is not None:
-            self._units.put(None)
-            self._decoder.join(timeout=10)
-        self.sock.close()
+        try:
+            _pump(self.conn, self.sock, self.addr, until,
+                  time.monotonic() + connect_timeout + seconds, self._on_media,
+                  self._wake_r)  # fmt: skip
+            if self.server_hello is None and self.closed is None and not self._stop.is_set():
+                raise ProbeError(f"no answer from {self.addr[0]}:{self.addr[1]}")
+            if self.closed is None:
+                self._send_inputs()  # e.g. the key releases of a closing viewer
+                _flush(self.conn, self.sock)
+                self.conn.close(0, self.close_reason)
+                _flush(self.conn, self.sock)
+        finally:
+            if self._decoder is not None:
+                self._units.put(None)
+                self._decoder.join(timeout=10)
+            self.sock.close()
+            self._wake_r.close()
+            self._wake_w.close()
 
     def _events(self) -> None:
         while (ev := self.conn.next_event()) is not None:
@@ -269,6 +343,11 @@ class NativeReceiver:
                     timing = HostTiming.decode(d.payload)
                     if timing is not None:
                         self.stats.host_latency_ms.append(timing.host_us / 1000)
+                        self._keep(self.stats.host_latency_ms)
+                case DatagramReceived(datagram=Datagram(kind=DgramKind.RUMBLE) as d):
+                    rumble = decode_rumble(d.payload)
+                    if rumble is not None and self._on_rumble is not None:
+                        self._on_rumble(*rumble)
                 case DatagramReceived(datagram=Datagram(kind=DgramKind.AUDIO)):
                     self.stats.audio_packets += 1
                 case ClockSynced():
@@ -360,6 +439,7 @@ class NativeReceiver:
             self._window += 1
             fb_window = self._window
             self.loss_ppm_sent.append(loss_ppm)
+            self._keep(self.loss_ppm_sent)
         ask = self._ask if self._ask_range is not None or self._ask_keyframe else 0
         if not fb_window and not ask:
             return
@@ -413,6 +493,7 @@ class NativeReceiver:
                     while pts_ns + (1 << 31) * 1000 < now_wall + self.clock_offset_ns:
                         pts_ns += (1 << 32) * 1000  # pts_us wrapped (every ~71 minutes)
                     st.one_way_latency_ms.append((now_wall + self.clock_offset_ns - pts_ns) / 1e6)
+                    self._keep(st.one_way_latency_ms)
                 plane = frame.planes[0]
                 if frame.height >= HEIGHT and frame.width >= WIDTH:
                     luma = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
@@ -421,6 +502,8 @@ class NativeReceiver:
                     if stamp is not None:
                         st.stamps.append(stamp.counter)
                         st.stamp_latency_ms.append((now_mono - stamp.capture_ns) / 1e6)
+                        self._keep(st.stamps)
+                        self._keep(st.stamp_latency_ms)
                 if self._on_picture is not None:
                     self._on_picture(frame, src)
 
