@@ -234,3 +234,39 @@ def test_serve_says_so_when_the_native_port_is_taken(tmp_path: Path) -> None:
         )  # fmt: skip
     assert out.returncode == 1
     assert f"cannot open UDP port {port}" in out.stderr
+
+
+def test_reconfigure_switches_the_mode_mid_session_without_reconnecting(host: NativeHost) -> None:
+    from punktfunk.native.hello import ClientHello
+    from punktfunk.native.messages import Mode
+    from punktfunk.native.probe import ClientStore
+    from punktfunk.native.receiver import NativeReceiver, pair
+    from punktfunk.native.registry import Codec, MediaSuite
+
+    store = ClientStore(host.tmp / "reconfigure-client")
+    addr = ("127.0.0.1", host.port)
+    host_fp = pair(addr, store.identity, PIN, "reconfigure")
+    hello = ClientHello(
+        mode=Mode(640, 480, 30),
+        bitrate_kbps=4000,
+        name="reconfigure",
+        video_codecs=int(Codec.H264),
+        preferred_codec=int(Codec.H264),
+        suites=(MediaSuite.AES_128_GCM,),
+        audio_channels=2,
+    )
+    receiver = NativeReceiver(addr, store.identity, host_fp, hello)
+    runner = threading.Thread(target=receiver.run, args=(8.0,))
+    runner.start()
+    deadline = time.monotonic() + 30
+    while receiver.stats.sizes.get("640x480", 0) < 10:
+        assert time.monotonic() < deadline and runner.is_alive(), receiver.report(1)
+        time.sleep(0.05)
+    receiver.request_mode(Mode(800, 600, 30))  # the client's window was resized
+    runner.join(timeout=60)
+    report = receiver.report(8.0)
+    assert report["closed"] is None or report["closed"]["code"] == 0, report
+    assert report["stream_configs"] == [{"epoch": 1, "mode": "800x600@30"}], report
+    assert report["sizes"].get("800x600", 0) >= 20, report["sizes"]
+    assert set(report["sizes"]) == {"640x480", "800x600"}
+    assert "session.reconfigured" in host.text() and "epoch=1" in host.text()

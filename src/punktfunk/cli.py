@@ -198,6 +198,12 @@ def _add_connect_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--client-dir", type=Path, help="client identity and pinned hosts")
 
 
+def _demo(args: argparse.Namespace, loaded: LoadedConfig) -> int:
+    from .demo import run_demo
+
+    return run_demo(loaded.config, args.mode, args.seconds)
+
+
 def _vdisplay(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     from .vdisplay.cli import run
 
@@ -219,10 +225,7 @@ COMMANDS: tuple[tuple[str, str, str, Handler], ...] = (
         "host on the built-in pattern display plus a loopback client, with live stats",
         "Start a host on the built-in pattern display and a loopback client, and print live "
         "latency/fps/bitrate statistics until Ctrl-C.",
-        _not_built(
-            "it needs the session pipeline and a wire protocol, which are not "
-            "implemented in this version"
-        ),
+        _demo,
     ),
     (
         "vdisplay",
@@ -302,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
             _add_probe_arguments(cmd)
         if name == "connect":
             _add_connect_arguments(cmd)
+        if name == "demo":
+            cmd.add_argument("--mode", default="1280x720@60", help="WIDTHxHEIGHT@HZ to stream")
+            cmd.add_argument("--seconds", type=float, default=0, help="stop after this long")
         if name == "revoke":
             cmd.add_argument("fingerprint", metavar="FINGERPRINT", help="hex SHA-256 or prefix")
         if name == "vdisplay":

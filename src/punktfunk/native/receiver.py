@@ -42,6 +42,7 @@ from .core import (
     ClockSynced,
     Closed,
     DatagramReceived,
+    MessageReceived,
     PairingFinished,
     SessionStarted,
 )
@@ -49,6 +50,7 @@ from .dgram import Datagram, Feedback, HostTiming, InputEvent
 from .dgram import encode as encode_dgram
 from .hello import ClientHello, ServerHello
 from .input import decode_rumble
+from .messages import Mode, Reconfigure, Reconfigured, StreamConfig
 from .packet import is_media
 from .quic import ClientIdentity
 from .reassembly import AccessUnit, FrameAssembler
@@ -62,6 +64,10 @@ MAX_DATAGRAM = 65_535
 _DECODERS = {Codec.H264: "h264", Codec.HEVC: "hevc", Codec.AV1: "libdav1d"}
 
 Address = tuple[str, int]
+
+
+def _mode_text(mode: Mode) -> str:
+    return f"{mode.width}x{mode.height}@{mode.refresh_hz}"
 
 
 class ProbeError(Exception):
@@ -201,6 +207,7 @@ class ReceiverStats:
     one_way_latency_ms: list[float] = field(default_factory=list)
     stamp_latency_ms: list[float] = field(default_factory=list)
     audio_packets: int = 0
+    sizes: dict[str, int] = field(default_factory=dict)  # decoded pictures per WxH
     first_decoded: float | None = None
     last_decoded: float | None = None
     blocks: list[tuple[int, int]] = field(default_factory=list)  # recent P-frame (k, m)
@@ -231,7 +238,10 @@ class NativeReceiver:
         self._history = history
         self.close_reason = close_reason
         self._stop = threading.Event()
-        self._outbox: collections.deque[tuple[InputEvent, bool]] = collections.deque(maxlen=1024)
+        self._outbox: collections.deque[tuple[InputEvent | Reconfigure, bool]] = collections.deque(
+            maxlen=1024
+        )
+        self.stream_configs: list[StreamConfig] = []  # one per Reconfigure the host carried out
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -275,6 +285,12 @@ class NativeReceiver:
         self._outbox.append((ev, reliable))
         self._wake()
 
+    def request_mode(self, mode: Mode) -> None:
+        """Ask the host for a new mode mid-session (Reconfigure, e.g. the window was resized);
+        any thread. The host answers Reconfigured and, when it switched, a StreamConfig."""
+        self._outbox.append((Reconfigure(mode), True))
+        self._wake()
+
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError, OSError):
             self._wake_w.send(b"\0")
@@ -283,6 +299,9 @@ class NativeReceiver:
         while self._outbox:
             ev, reliable = self._outbox.popleft()
             if self.server_hello is None or self.conn.closed is not None:
+                continue
+            if isinstance(ev, Reconfigure):
+                self.conn.send(ev)
                 continue
             if reliable:
                 self.conn.send_frame(encode_input_edge(ev))
@@ -350,6 +369,16 @@ class NativeReceiver:
                         self._on_rumble(*rumble)
                 case DatagramReceived(datagram=Datagram(kind=DgramKind.AUDIO)):
                     self.stats.audio_packets += 1
+                case MessageReceived(message=StreamConfig() as config):
+                    self.stream_configs.append(config)
+                    event(
+                        _log,
+                        "probe.stream_config",
+                        epoch=config.epoch,
+                        mode=_mode_text(config.mode),
+                    )
+                case MessageReceived(message=Reconfigured(accepted=False, mode=mode)):
+                    event(_log, "probe.reconfigure_refused", logging.WARNING, mode=_mode_text(mode))
                 case ClockSynced():
                     self.clock_offset_ns = ev.skew.offset_ns
                 case Closed():
@@ -483,6 +512,8 @@ class NativeReceiver:
                     del units[old]
                 st = self.stats
                 st.frames_decoded += 1
+                size = f"{frame.width}x{frame.height}"
+                st.sizes[size] = st.sizes.get(size, 0) + 1
                 t = time.monotonic()
                 st.first_decoded = st.first_decoded or t
                 st.last_decoded = t
@@ -552,6 +583,10 @@ class NativeReceiver:
             "media_datagrams": st.media_datagrams,
             "simulated_drops": st.simulated_drops,
             "audio_packets": st.audio_packets,
+            "sizes": dict(st.sizes),
+            "stream_configs": [
+                {"epoch": c.epoch, "mode": _mode_text(c.mode)} for c in self.stream_configs
+            ],
             "stamps_read": len(stamps),
             "counters_in_order": in_order and len(stamps) > 0,
         }
