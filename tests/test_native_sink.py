@@ -9,8 +9,9 @@ import pytest
 
 from punktfunk import fec
 from punktfunk.encode.base import EncodedFrame, FrameType
+from punktfunk.input.padroute import native_state
 from punktfunk.native.dgram import InputEvent, InputKind
-from punktfunk.native.input import decode_rumble, encode_rumble, snapshot_state
+from punktfunk.native.input import decode_rumble, encode_rumble
 from punktfunk.native.packet import MediaHeader
 from punktfunk.native.reassembly import FrameAssembler
 from punktfunk.native.registry import V2_LAST_BLOCK, MediaStream, MediaSuite, UserFlag
@@ -78,7 +79,7 @@ def test_rumble_and_gamepad_snapshot_golden():
     ev = InputEvent(InputKind.GAMEPAD_STATE, 0x1000, _s32(0xFFFE << 16 | 300),
                     _s32(5 << 16 | 0x8000), 9 << 24 | 200 << 16 | 10 << 8 | 3)  # fmt: skip
     assert ev.encode().hex() == "c80c001000002c01feff00800500030ac809"
-    pad, seq, state = snapshot_state(ev)
+    pad, seq, state = native_state(ev.code, ev.x, ev.y, ev.flags)
     assert (pad, seq) == (3, 9)
     assert (state.buttons, state.left_trigger, state.right_trigger) == (0x1000, 200, 10)
     assert (state.thumb_lx, state.thumb_ly, state.thumb_rx, state.thumb_ry) == (-2, 300, 5, -32768)

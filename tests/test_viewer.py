@@ -425,13 +425,13 @@ def test_scancodes_map_to_the_vks_the_host_places() -> None:
 
 
 def test_pad_snapshots_decode_on_the_host_as_sent() -> None:
+    from punktfunk.input.padroute import native_state
     from punktfunk.native.dgram import InputEvent
-    from punktfunk.native.input import snapshot_state
 
     snap = PadSnapshot(buttons=0x1000 | 0x0001, axes=(-32768, -32768, 32767, 100, 32767, 0))
     wire = InputEvent.decode(snapshot_event(3, 200, snap).encode())
     assert wire is not None
-    pad, seq, state = snapshot_state(wire)
+    pad, seq, state = native_state(wire.code, wire.x, wire.y, wire.flags)
     assert (pad, seq) == (3, 200)
     assert state.buttons == 0x1001 and (state.left_trigger, state.right_trigger) == (255, 0)
     assert (state.thumb_lx, state.thumb_ly) == (-32768, 32767)  # SDL down -> XInput up

@@ -210,6 +210,14 @@ _NATIVE_KIND = {
 }
 
 
+_NATIVE_PREF = {PadKind.XBOX360: 1, PadKind.DUALSENSE: 2, PadKind.DUALSHOCK4: 4}
+
+
+def native_pref(kind: PadKind) -> int:
+    """The GamepadPref byte a punktfunk/2 client sends in GAMEPAD_ARRIVAL for `kind`."""
+    return _NATIVE_PREF[kind]
+
+
 def gamestream_kind(controller_type: int) -> PadKind | None:
     """PadKind for a GameStream arrival's controller type; None = session default."""
     return _GAMESTREAM_KIND.get(controller_type)

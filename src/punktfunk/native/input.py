@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections.abc import Callable
 
-from ..input.base import InputInjector, PadFeedback, PadKind, PadManager, PadState
+from ..input.base import InputInjector, PadFeedback, PadManager
+from ..input.padroute import PadRouter, native_arrival, native_remove, native_state
 from ..log import event
 from .dgram import InputEvent, InputKind
 from .dgram import encode as encode_dgram
@@ -23,7 +25,6 @@ from .registry import DgramKind, DgramTag
 
 _log = logging.getLogger("punktfunk.native.input")
 
-MAX_PADS = 16
 _RUMBLE = struct.Struct("<BHHH")
 
 
@@ -44,35 +45,6 @@ def rumble_of(feedback: PadFeedback) -> bytes:
     return encode_rumble(feedback.index, feedback.rumble_low, feedback.rumble_high)
 
 
-def _i16(value: int) -> int:
-    value &= 0xFFFF
-    return value - 0x10000 if value & 0x8000 else value
-
-
-def snapshot_state(ev: InputEvent) -> tuple[int, int, PadState]:
-    """`(pad, seq, state)` of a GAMEPAD_STATE event (punktfunk `GamepadSnapshot`):
-    code = buttons, x = ls_x<<16 | ls_y, y = rs_x<<16 | rs_y,
-    flags = seq<<24 | left_trigger<<16 | right_trigger<<8 | pad."""
-    state = PadState(
-        buttons=ev.code,
-        left_trigger=(ev.flags >> 16) & 0xFF,
-        right_trigger=(ev.flags >> 8) & 0xFF,
-        thumb_lx=_i16(ev.x >> 16),
-        thumb_ly=_i16(ev.x),
-        thumb_rx=_i16(ev.y >> 16),
-        thumb_ry=_i16(ev.y),
-    )
-    return ev.flags & 0xFF, (ev.flags >> 24) & 0xFF, state
-
-
-def _seq_newer(seq: int, last: int | None) -> bool:
-    """Wrapping i8 comparison: apply a snapshot only when it supersedes the last one."""
-    if last is None:
-        return True
-    delta = (seq - last) & 0xFF
-    return 0 < delta < 128
-
-
 class InputApplier:
     """Applies events in arrival order; a bad event is dropped and counted, never raised."""
 
@@ -83,9 +55,8 @@ class InputApplier:
         surface: tuple[int, int],
     ) -> None:
         self._injector = injector
-        self._pads = pads if pads is not None and pads.available else None
+        self._pads = PadRouter(pads if pads is not None and pads.available else None)
         self._surface = surface
-        self._pad_seq: dict[int, int] = {}
         self.applied = 0
         self.ignored = 0
 
@@ -127,37 +98,23 @@ class InputApplier:
 
     def _pad(self, ev: InputEvent) -> None:
         pads = self._pads
-        if pads is None:
-            self.ignored += 1
-            return
         if ev.kind is InputKind.GAMEPAD_STATE:
-            index, seq, state = snapshot_state(ev)
-            if index >= MAX_PADS or not _seq_newer(seq, self._pad_seq.get(index)):
-                self.ignored += 1
-                return
-            if index not in self._pad_seq:
-                pads.arrive(index, PadKind.XBOX360)
-            self._pad_seq[index] = seq
-            pads.update(index, state)
+            index, seq, state = native_state(ev.code, ev.x, ev.y, ev.flags)
+            pads.state(index, state, seq=seq)
         elif ev.kind is InputKind.GAMEPAD_ARRIVAL:
-            index = ev.flags & 0xFF
-            kind = PadKind(ev.code) if ev.code in PadKind._value2member_map_ else PadKind.XBOX360
-            if index < MAX_PADS and index not in self._pad_seq:
-                pads.arrive(index, kind)
-                self._pad_seq[index] = 0
+            pads.arrive(*native_arrival(ev.code, ev.flags))
         else:
-            index = ev.flags & 0xFF
-            if self._pad_seq.pop(index, None) is not None:
-                pads.remove(index)
+            pads.remove(*native_remove(ev.flags))
         self.applied += 1
 
+    def on_pad_feedback(self, callback: Callable[[PadFeedback], None]) -> None:
+        self._pads.on_feedback(callback)
+
     def close(self) -> None:
-        for part in (self._injector, self._pads):
-            if part is None:
-                continue
+        if self._injector is not None:
             try:
-                if part is self._injector:
-                    self._injector.release_all()  # type: ignore[union-attr]
-                part.close()
+                self._injector.release_all()
+                self._injector.close()
             except Exception as exc:  # keep releasing the rest
                 event(_log, "input.close_failed", logging.WARNING, reason=repr(exc))
+        self._pads.close()

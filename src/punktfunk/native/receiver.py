@@ -158,6 +158,8 @@ def pair(
         closed = next((r for r in result if isinstance(r, Closed)), None)
         if closed is not None and closed.code not in (0, 1):
             raise ProbeError(f"pairing refused: code {closed.code:#x}: {closed.reason}")
+        if not result:
+            raise ProbeError(f"no answer from {addr[0]}:{addr[1]} within {timeout:.0f} s")
         raise ProbeError("pairing failed: wrong PIN (the confirmations disagree)")
     finally:
         sock.close()

@@ -234,18 +234,13 @@ class NativeSession:
             self._services.open_pads(self.name),
             (mode.width, mode.height),
         )
-        pads = self._services_pads()
-        if pads is not None:
-            pads.on_feedback(lambda fb: self.send_datagram(rumble_of(fb)))
+        self._applier.on_pad_feedback(lambda fb: self.send_datagram(rumble_of(fb)))
         self._spawn(self._input_loop, "input")
         if self._opus_factory is not None:
             self._spawn(self._audio_loop, "audio")
         event(_log, "session.start", session=self.name, client=self.hello.name or "",
               fingerprint=self.fingerprint.hex()[:16], mode=str(mode), codec=source.plan.codec,
               peer=self.conn.peer_address)  # fmt: skip
-
-    def _services_pads(self):  # the applier's pad manager, when one exists
-        return None if self._applier is None else self._applier._pads
 
     def on_datagram(self, got: object) -> None:
         if isinstance(got, Feedback):

@@ -8,7 +8,7 @@ the local NumLock like a Windows client does (VK_NUMPADn when on, the navigation
 
 Pads: SDL's GameController API gives every supported controller the Xbox layout, which is
 what punktfunk's `GamepadSnapshot` carries (XInput `wButtons`, i16 sticks with Y up, u8
-triggers); `snapshot_event` is the inverse of the host's `native.input.snapshot_state`.
+triggers); `snapshot_event` is the inverse of the host's `input.padroute.native_state`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..input.base import PadKind
+from ..input.padroute import native_pref
 from ..input.vk import MOD_ALT, MOD_CTRL, MOD_META, MOD_SHIFT
 from ..native.dgram import InputEvent, InputKind
 
@@ -197,7 +198,7 @@ def pad_kind(name: str) -> PadKind:
 
 
 def arrival_event(pad: int, kind: PadKind) -> InputEvent:
-    return InputEvent(InputKind.GAMEPAD_ARRIVAL, code=int(kind), flags=pad & 0xFF)
+    return InputEvent(InputKind.GAMEPAD_ARRIVAL, code=native_pref(kind), flags=pad & 0xFF)
 
 
 def removal_event(pad: int) -> InputEvent:
