@@ -13,6 +13,12 @@ def test_format_event_quotes_only_when_needed() -> None:
     assert line == 'plan.resolved mode=1920x1080@60 why="hdr off" empty="" q="a\\"b"'
 
 
+def test_a_multi_line_value_stays_on_one_line() -> None:
+    line = format_event("audio.fallback", reason="pactl info: refused\npa_context_connect() failed")
+    assert line == 'audio.fallback reason="pactl info: refused\\npa_context_connect() failed"'
+    assert "\n" not in line
+
+
 def test_setup_logging_writes_to_stderr_and_state_dir(tmp_path: Path, capsys) -> None:
     path = setup_logging("info", tmp_path)
     log = logging.getLogger("punktfunk.test")

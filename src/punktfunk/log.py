@@ -17,7 +17,9 @@ LOG_FILE_NAME = "punktfunk.log"
 def _fmt_value(value: object) -> str:
     text = str(value)
     if text == "" or any(c.isspace() or c in '"=' for c in text):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        # One event, one line: a value's newlines (a tool's multi-line stderr) are escaped.
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+        return '"' + escaped.replace("\n", "\\n").replace("\r", "\\r") + '"'
     return text
 
 
