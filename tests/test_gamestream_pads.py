@@ -1,43 +1,18 @@
 """A Moonlight client's gamepad, end to end: the pad state it sends lands byte-exact in the
-session's shared-memory pad (read by a separate process that knows only the pinned layout), and
-rumble that process writes back reaches the client's rumble callback."""
+session's shared-memory pad (read by a separate process that knows only the pinned layout,
+tests/pad_consumer.py), and rumble that process writes back reaches the client's rumble
+callback."""
 
 from __future__ import annotations
 
 import struct
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+import pad_consumer
 from gs_host import Host, drive, finish_drive, start_drive
 from punktfunk.input.pads import SHM_DIR, shm_path
 from punktfunk.proto.gamepad import XUSB_MAGIC
-
-# A driver-side consumer: maps the XusbShm file, waits for the expected state, prints it, then
-# writes rumble (large 200, small 100) and bumps rumble_seq, as a virtual XUSB driver would.
-CONSUMER = r"""
-import mmap, struct, sys, time
-path, want = sys.argv[1], bytes.fromhex(sys.argv[2])
-deadline = time.monotonic() + 30
-while True:
-    try:
-        f = open(path, "r+b")
-        break
-    except FileNotFoundError:
-        if time.monotonic() > deadline:
-            sys.exit("no pad file")
-        time.sleep(0.05)
-mm = mmap.mmap(f.fileno(), 0)
-while bytes(mm[8 : 8 + len(want)]) != want:
-    if time.monotonic() > deadline:
-        sys.exit("state never arrived: " + bytes(mm).hex())
-    time.sleep(0.01)
-print(bytes(mm).hex(), flush=True)
-mm[28], mm[29] = 200, 100
-struct.pack_into("<I", mm, 24, struct.unpack_from("<I", mm, 24)[0] + 1)
-time.sleep(3)
-"""
 
 
 def test_moonlight_gamepad_reaches_shared_memory_and_rumble_comes_back(tmp_path: Path) -> None:
@@ -56,23 +31,17 @@ def test_moonlight_gamepad_reaches_shared_memory_and_rumble_comes_back(tmp_path:
             time.sleep(0.2)
         session = host.status()["sessions"][0]["name"]
         want = struct.pack("<HBBhhhh", buttons, lt, rt, lx, ly, rx, ry)
-        consumer = subprocess.Popen(
-            [sys.executable, "-c", CONSUMER, str(shm_path(SHM_DIR, session, 0)), want.hex()],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        consumer = pad_consumer.start(shm_path(SHM_DIR, session, 0), want)
         flag.write_text("go")
-        out, err = consumer.communicate(timeout=60)
-        assert consumer.returncode == 0, err
-        seen = bytes.fromhex(out.strip())
+        seen = pad_consumer.finish(consumer)
         assert len(seen) == 64
         assert struct.unpack_from("<I", seen, 0)[0] == XUSB_MAGIC
         assert seen[8:20] == want  # buttons, triggers, sticks at their pinned offsets
 
         result = finish_drive(client)
         assert result["sent_input"] is True
-        assert [0, 200 * 257, 100 * 257] in result["rumble"], result["rumble"]
+        rumble = [0, pad_consumer.RUMBLE_LARGE * 257, pad_consumer.RUMBLE_SMALL * 257]
+        assert rumble in result["rumble"], result["rumble"]
         assert host.wait_no_sessions() == []
         assert not shm_path(SHM_DIR, session, 0).exists()  # the pad went with the session
     finally:

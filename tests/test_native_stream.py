@@ -197,32 +197,32 @@ def test_twenty_percent_loss_survives_without_an_idr_storm(host: NativeHost) -> 
     assert end and "idr_requests" in end[-1]
 
 
-def test_reconfigure_switches_the_mode_mid_session_without_reconnecting(host: NativeHost) -> None:
-    from punktfunk.native.hello import ClientHello
-    from punktfunk.native.messages import Mode
-    from punktfunk.native.probe import ClientStore
+def _in_process_client(host: NativeHost, name: str, mode: str, **kwargs: object):
+    """A paired NativeReceiver (the probe's engine) in this process, not yet running."""
+    from punktfunk.native.probe import ClientStore, client_hello, parse_mode
     from punktfunk.native.receiver import NativeReceiver, pair
-    from punktfunk.native.registry import Codec, MediaSuite
 
-    store = ClientStore(host.tmp / "reconfigure-client")
+    store = ClientStore(host.tmp / f"{name}-client")
     addr = ("127.0.0.1", host.port)
-    host_fp = pair(addr, store.identity, PIN, "reconfigure")
-    hello = ClientHello(
-        mode=Mode(640, 480, 30),
-        bitrate_kbps=4000,
-        name="reconfigure",
-        video_codecs=int(Codec.H264),
-        preferred_codec=int(Codec.H264),
-        suites=(MediaSuite.AES_128_GCM,),
-        audio_channels=2,
-    )
-    receiver = NativeReceiver(addr, store.identity, host_fp, hello)
-    runner = threading.Thread(target=receiver.run, args=(8.0,))
-    runner.start()
+    host_fp = pair(addr, store.identity, PIN, name)
+    hello = client_hello(parse_mode(mode), name, bitrate_kbps=2000)
+    return NativeReceiver(addr, store.identity, host_fp, hello, **kwargs), store
+
+
+def _wait_decoding(receiver, runner: threading.Thread, size: str, frames: int) -> None:
     deadline = time.monotonic() + 30
-    while receiver.stats.sizes.get("640x480", 0) < 10:
+    while receiver.stats.sizes.get(size, 0) < frames:
         assert time.monotonic() < deadline and runner.is_alive(), receiver.report(1)
         time.sleep(0.05)
+
+
+def test_reconfigure_switches_the_mode_mid_session_without_reconnecting(host: NativeHost) -> None:
+    from punktfunk.native.messages import Mode
+
+    receiver, _ = _in_process_client(host, "reconfigure", "640x480@30")
+    runner = threading.Thread(target=receiver.run, args=(8.0,))
+    runner.start()
+    _wait_decoding(receiver, runner, "640x480", 10)
     receiver.request_mode(Mode(800, 600, 30))  # the client's window was resized
     runner.join(timeout=60)
     report = receiver.report(8.0)
@@ -233,96 +233,41 @@ def test_reconfigure_switches_the_mode_mid_session_without_reconnecting(host: Na
     assert "session.reconfigured" in host.text() and "epoch=1" in host.text()
 
 
-# A driver-side consumer of the pad's shared memory (XusbShm, pinned offsets only): waits for
-# the expected state, prints the section, writes rumble (large 200, small 100), bumps rumble_seq.
-PAD_CONSUMER = r"""
-import mmap, struct, sys, time
-path, want = sys.argv[1], bytes.fromhex(sys.argv[2])
-deadline = time.monotonic() + 30
-while True:
-    try:
-        f = open(path, "r+b")
-        break
-    except FileNotFoundError:
-        if time.monotonic() > deadline:
-            sys.exit("no pad file")
-        time.sleep(0.05)
-mm = mmap.mmap(f.fileno(), 0)
-while bytes(mm[8 : 8 + len(want)]) != want:
-    if time.monotonic() > deadline:
-        sys.exit("state never arrived: " + bytes(mm).hex())
-    time.sleep(0.01)
-print(bytes(mm).hex(), flush=True)
-mm[28], mm[29] = 200, 100
-struct.pack_into("<I", mm, 24, struct.unpack_from("<I", mm, 24)[0] + 1)
-"""
-
-
 def test_a_native_gamepad_reaches_shared_memory_and_rumble_comes_back(host: NativeHost) -> None:
     import struct
 
+    import pad_consumer
     from punktfunk.input.base import PadKind
+    from punktfunk.input.padroute import native_state
     from punktfunk.input.pads import SHM_DIR, shm_path
-    from punktfunk.native.dgram import InputEvent, InputKind
-    from punktfunk.native.hello import ClientHello
-    from punktfunk.native.messages import Mode
-    from punktfunk.native.probe import ClientStore
     from punktfunk.native.quic import fingerprint
-    from punktfunk.native.receiver import NativeReceiver, pair
-    from punktfunk.native.registry import Codec, MediaSuite
-    from punktfunk.viewer.keys import arrival_event
+    from punktfunk.viewer.keys import PadSnapshot, arrival_event, snapshot_event
 
-    store = ClientStore(host.tmp / "gamepad-client")
-    addr = ("127.0.0.1", host.port)
-    host_fp = pair(addr, store.identity, PIN, "gamepad")
-    hello = ClientHello(
-        mode=Mode(640, 480, 30),
-        bitrate_kbps=2000,
-        name="gamepad",
-        video_codecs=int(Codec.H264),
-        preferred_codec=int(Codec.H264),
-        suites=(MediaSuite.AES_128_GCM,),
-        audio_channels=2,
-    )
     rumbles: list[tuple[int, int, int]] = []
-    receiver = NativeReceiver(
-        addr, store.identity, host_fp, hello, on_rumble=lambda *r: rumbles.append(r)
+    receiver, store = _in_process_client(
+        host, "gamepad", "640x480@30", on_rumble=lambda *r: rumbles.append(r)
     )
     runner = threading.Thread(target=receiver.run, args=(10.0,))
     runner.start()
     try:
-        deadline = time.monotonic() + 30
-        while receiver.stats.frames_decoded < 3:
-            assert time.monotonic() < deadline and runner.is_alive()
-            time.sleep(0.05)
-        # GamepadSnapshot (input.rs): code buttons, x = ls_x<<16|ls_y, y = rs_x<<16|rs_y,
-        # flags = seq<<24 | lt<<16 | rt<<8 | pad
-        buttons, lt, rt, lx, ly, rx, ry = 0x1001, 200, 100, 1000, -2000, 32767, -32768
-
-        def s32(v: int) -> int:
-            return v - (1 << 32) if v & 0x80000000 else v
-
-        state = InputEvent(
-            InputKind.GAMEPAD_STATE,
-            buttons,
-            s32((lx & 0xFFFF) << 16 | (ly & 0xFFFF)),
-            s32((rx & 0xFFFF) << 16 | (ry & 0xFFFF)),
-            1 << 24 | lt << 16 | rt << 8 | 0,
-        )
+        _wait_decoding(receiver, runner, "640x480", 3)
+        # What the viewer sends for a pad: an arrival edge, then snapshots as datagrams.
+        snap = PadSnapshot(buttons=0x1001, axes=(1000, 2000, 32767, -32768, 16384, 32767))
+        ev = snapshot_event(0, 1, snap)
         receiver.send_input(arrival_event(0, PadKind.XBOX360), reliable=True)
-        receiver.send_input(state, reliable=False)
+        receiver.send_input(ev, reliable=False)
+        # The XInput state the wire event means (punktfunk's GamepadSnapshot), as XusbShm lays
+        # it out at offset 8: what the consumer must find there, byte for byte.
+        st = native_state(ev.code, ev.x, ev.y, ev.flags)[2]
+        want = struct.pack("<HBBhhhh", st.buttons, st.left_trigger, st.right_trigger,
+                           st.thumb_lx, st.thumb_ly, st.thumb_rx, st.thumb_ry)  # fmt: skip
+        assert (st.thumb_lx, st.thumb_ly, st.right_trigger) == (1000, -2000, 255)
         name = f"pf2-gamepad-{fingerprint(store.identity.cert).hex()[:8]}"
-        want = struct.pack("<HBBhhhh", buttons, lt, rt, lx, ly, rx, ry)
-        consumer = subprocess.run(
-            [sys.executable, "-c", PAD_CONSUMER, str(shm_path(SHM_DIR, name, 0)), want.hex()],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert consumer.returncode == 0, consumer.stderr
-        assert bytes.fromhex(consumer.stdout.strip())[8:20] == want
+        seen = pad_consumer.finish(pad_consumer.start(shm_path(SHM_DIR, name, 0), want))
+        assert seen[8:20] == want
+        want = (0, pad_consumer.RUMBLE_LARGE * 257, pad_consumer.RUMBLE_SMALL * 257)
         deadline = time.monotonic() + 10
-        while (0, 200 * 257, 100 * 257) not in rumbles:
+        while want not in rumbles:
             assert time.monotonic() < deadline, rumbles
             time.sleep(0.05)
     finally:

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from punktfunk.viewer.keys import (
     move_abs_event,
     snapshot_event,
 )
+from test_native_stream import _env, free_udp_port
 
 PUNKTFUNK = Path(sys.executable).parent / "punktfunk"
 PIN = "4321"
@@ -47,19 +47,6 @@ def _require_xvfb() -> None:
         pytest.skip(message)
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _env(tmp: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PUNKTFUNK_")}
-    (tmp / "none.env").write_text("")
-    env.update(PUNKTFUNK_STATE_DIR=str(tmp / "state"), PUNKTFUNK_CONFIG=str(tmp / "none.env"))
-    return env
-
-
 def _wait(what: str, ok: Callable[[], object], timeout: float, why: Callable[[], str]) -> None:
     deadline = time.monotonic() + timeout
     while not ok():
@@ -70,7 +57,7 @@ def _wait(what: str, ok: Callable[[], object], timeout: float, why: Callable[[],
 
 class Host:
     def __init__(self, tmp: Path, display: str) -> None:
-        self.tmp, self.port, self.log = tmp, _free_udp_port(), tmp / "host.log"
+        self.tmp, self.port, self.log = tmp, free_udp_port(), tmp / "host.log"
         self.proc = subprocess.Popen(
             [
                 str(PUNKTFUNK), "serve", "--display", display, "--pin", PIN,

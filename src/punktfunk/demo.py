@@ -23,10 +23,8 @@ from pathlib import Path
 
 from .config import HostConfig
 from .identity import load_or_create
-from .native.hello import ClientHello
-from .native.probe import ClientStore, parse_mode
+from .native.probe import ClientStore, client_hello, parse_mode
 from .native.receiver import NativeReceiver, ProbeError, pair
-from .native.registry import Codec, MediaSuite
 from .native.service import NativeHost
 from .session.services import HostServices
 
@@ -107,15 +105,7 @@ def run_demo(config: HostConfig, mode_text: str, seconds: float) -> int:
             flush=True,
         )
         host_fp = pair(addr, store.identity, pin, "punktfunk-demo")
-        hello = ClientHello(
-            mode=mode,
-            bitrate_kbps=8000,
-            name="punktfunk-demo",
-            video_codecs=int(Codec.H264),
-            preferred_codec=int(Codec.H264),
-            suites=(MediaSuite.AES_128_GCM, MediaSuite.CHACHA20_POLY1305),
-            audio_channels=2,
-        )
+        hello = client_hello(mode, "punktfunk-demo")
         receiver = NativeReceiver(
             addr, store.identity, host_fp, hello, history=HISTORY, close_reason="demo done"
         )

@@ -82,6 +82,26 @@ def pinned_or_paired(
     return host_fp
 
 
+def client_hello(
+    mode: Mode,
+    name: str,
+    codec: str = "h264",
+    suite: str = "aes128gcm",
+    bitrate_kbps: int = 8000,
+) -> ClientHello:
+    """What our clients (probe, connect, demo) ask for: one codec, stereo audio, the suites
+    in `suite`'s order of preference."""
+    return ClientHello(
+        mode=mode,
+        bitrate_kbps=bitrate_kbps,
+        name=name,
+        video_codecs=int(_CODECS[codec]),
+        preferred_codec=int(_CODECS[codec]),
+        suites=_SUITES[suite],
+        audio_channels=2,
+    )
+
+
 def parse_mode(text: str) -> Mode:
     match = re.fullmatch(r"(\d+)x(\d+)(?:[@x](\d+))?", text.strip())
     if match is None:
@@ -121,15 +141,7 @@ def run_probe(args: ProbeArgs) -> int:
     result: dict[str, object]
     try:
         host_fp = pinned_or_paired(store, args.host, args.port, args.pin, args.name)
-        hello = ClientHello(
-            mode=mode,
-            bitrate_kbps=args.bitrate_kbps,
-            name=args.name,
-            video_codecs=int(_CODECS[args.codec]),
-            preferred_codec=int(_CODECS[args.codec]),
-            suites=_SUITES[args.suite],
-            audio_channels=2,
-        )
+        hello = client_hello(mode, args.name, args.codec, args.suite, args.bitrate_kbps)
         receiver = NativeReceiver(
             addr, store.identity, host_fp, hello, loss_percent=args.loss, seed=args.seed
         )

@@ -32,9 +32,8 @@ import pygame
 from pygame._sdl2 import controller as sdl_controller
 
 from ..native.dgram import InputEvent
-from ..native.hello import ClientHello
 from ..native.messages import Mode
-from ..native.probe import _CODECS, _SUITES
+from ..native.probe import client_hello
 from ..native.quic import ClientIdentity
 from ..native.reassembly import AccessUnit
 from ..native.receiver import NativeReceiver, ProbeError, infer_fec_percent
@@ -136,15 +135,7 @@ class Viewer:
     ) -> None:
         self.args = args
         self.mode = mode
-        hello = ClientHello(
-            mode=mode,
-            bitrate_kbps=args.bitrate_kbps,
-            name=args.name,
-            video_codecs=int(_CODECS[args.codec]),
-            preferred_codec=int(_CODECS[args.codec]),
-            suites=_SUITES[args.suite],
-            audio_channels=2,
-        )
+        hello = client_hello(mode, args.name, args.codec, args.suite, args.bitrate_kbps)
         self.receiver = NativeReceiver(
             (args.host, args.port), identity, host_fp, hello,
             on_picture=self._on_picture, on_rumble=self._on_rumble, history=HISTORY,
