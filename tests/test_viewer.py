@@ -393,6 +393,35 @@ def test_closing_the_window_ends_the_session(tmp_path: Path, viewer_x: XServer) 
         host.stop()
 
 
+def test_resizing_the_window_reconfigures_the_host_without_reconnecting(
+    tmp_path: Path, viewer_x: XServer
+) -> None:
+    host = Host(tmp_path, "pattern")
+    desk = Desk(viewer_x.display)
+    viewer = host.connect(viewer_x.display, "--seconds", "12")
+    try:
+        _wait("the viewer window", desk.viewer_window, 30, lambda: host.text()[-2000:])
+        _wait("session.start", lambda: "session.start" in host.text(), 30, host.text)
+        window = desk.viewer_window()
+        window.configure(width=960, height=540)  # what a window manager does on a drag
+        desk.d.sync()
+        _wait(
+            "session.reconfigured",
+            lambda: re.search(r"session\.reconfigured .*epoch=1 mode=960x540", host.text()),
+            20,
+            lambda: host.text()[-2000:],
+        )
+        _, err = viewer.communicate(timeout=40)
+        assert viewer.returncode == 0, err[-3000:]
+        assert host.text().count("session.start") == 1  # one session, never reconnected
+    finally:
+        if viewer.poll() is None:
+            viewer.kill()
+            viewer.wait()
+        desk.close()
+        host.stop()
+
+
 # --- the input translation, against the host's own decoders ----------------------------------
 
 

@@ -58,6 +58,8 @@ MAX_PADS = 16  # the wire's pad indices 0..15
 HISTORY = 600  # samples kept per statistic
 PAD_RESEND_S = 0.1  # pad state rides unreliable datagrams: repeat it while a pad is open
 OVERLAY_PERIOD_S = 0.5
+RESIZE_SETTLE_S = 0.5  # a window being dragged larger asks the host once, when it settles
+MIN_MODE = (640, 480)  # the smallest monitor a host creates
 RUMBLE_MS = 10_000  # XInput rumble lasts until changed; the host re-sends every change
 _QUIT_MODS = (pygame.KMOD_CTRL, pygame.KMOD_ALT, pygame.KMOD_SHIFT)  # all three held
 
@@ -159,6 +161,7 @@ class Viewer:
         self._swallowed: set[int] = set()  # scancodes of our hotkeys: their KEYUP stays here
         self._pads: dict[int, _Pad] = {}  # SDL instance id -> pad
         self._running = True
+        self._resize_due: float | None = None  # when a settled window size goes to the host
         self._show_overlay = False
         self.overlay: Overlay | None = None
         self.shown = 0  # pictures drawn
@@ -263,6 +266,9 @@ class Viewer:
             if sh is not None and started is None:
                 started = now
                 self._on_session(sh.mode)
+            if self._resize_due is not None and now >= self._resize_due:
+                self._resize_due = None
+                self._ask_for_window_mode()
             if self._new_picture.is_set():
                 self._new_picture.clear()
                 if self._take_picture():
@@ -276,6 +282,17 @@ class Viewer:
             limit = self.args.seconds
             if limit is not None and started is not None and now - started >= limit:
                 self._running = False
+
+    def _ask_for_window_mode(self) -> None:
+        """The user resized the window: ask the host for a monitor of that size (Reconfigure),
+        so the desktop fills the window 1:1 instead of being scaled. Same connection; the
+        pictures change size when the host's new epoch starts."""
+        width, height = self.screen.get_size()
+        size = (max(MIN_MODE[0], width & ~1), max(MIN_MODE[1], height & ~1))
+        if size == self._stream or self.receiver.server_hello is None:
+            return
+        self._windowed = size
+        self.receiver.request_mode(Mode(*size, self.mode.refresh_hz))
 
     def _on_session(self, mode: Mode) -> None:
         sh = self.receiver.server_hello
@@ -359,6 +376,8 @@ class Viewer:
                 self._send(wheel, reliable=True)
         elif kind in (pygame.VIDEORESIZE, pygame.WINDOWSIZECHANGED):
             self._relayout()
+            if not self._fullscreen:
+                self._resize_due = time.monotonic() + RESIZE_SETTLE_S
         elif kind == pygame.WINDOWEXPOSED:
             self._draw(flip=True)
         elif kind == pygame.WINDOWFOCUSLOST:
