@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from punktfunk.identity import load_or_create
+from punktfunk.native.dial import ProbeError, pair
 from punktfunk.native.hello import ClientHello
 from punktfunk.native.messages import Mode
 from punktfunk.native.quic import ClientIdentity
-from punktfunk.native.receiver import NativeReceiver, ProbeError, pair
+from punktfunk.native.receiver import NativeReceiver
 from punktfunk.native.registry import CloseCode, MediaSuite
 from punktfunk.native.service import NativeHost
 

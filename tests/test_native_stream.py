@@ -199,8 +199,9 @@ def test_twenty_percent_loss_survives_without_an_idr_storm(host: NativeHost) -> 
 
 def _in_process_client(host: NativeHost, name: str, mode: str, **kwargs: object):
     """A paired NativeReceiver (the probe's engine) in this process, not yet running."""
+    from punktfunk.native.dial import pair
     from punktfunk.native.probe import ClientStore, client_hello, parse_mode
-    from punktfunk.native.receiver import NativeReceiver, pair
+    from punktfunk.native.receiver import NativeReceiver
 
     store = ClientStore(host.tmp / f"{name}-client")
     addr = ("127.0.0.1", host.port)

@@ -23,8 +23,9 @@ from pathlib import Path
 
 from .config import HostConfig
 from .identity import load_or_create
+from .native.dial import ProbeError, pair
 from .native.probe import ClientStore, client_hello, parse_mode
-from .native.receiver import NativeReceiver, ProbeError, pair
+from .native.receiver import NativeReceiver
 from .native.service import NativeHost
 from .session.services import HostServices
 

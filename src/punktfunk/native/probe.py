@@ -16,10 +16,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .dial import ProbeError, pair
 from .hello import ClientHello
 from .messages import Mode
 from .quic import ClientIdentity
-from .receiver import NativeReceiver, ProbeError, pair
+from .receiver import NativeReceiver
 from .registry import DEFAULT_PORT, Codec, MediaSuite
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

@@ -26,7 +26,6 @@ import itertools
 import logging
 import queue
 import random
-import select
 import socket
 import threading
 import time
@@ -43,15 +42,14 @@ from .core import (
     Closed,
     DatagramReceived,
     MessageReceived,
-    PairingFinished,
     SessionStarted,
 )
 from .dgram import Datagram, Feedback, HostTiming, InputEvent
 from .dgram import encode as encode_dgram
+from .dial import Address, ProbeError, client_socket, flush, pump
 from .hello import ClientHello, ServerHello
 from .input import decode_rumble
 from .messages import Mode, Reconfigure, Reconfigured, StreamConfig
-from .packet import is_media
 from .quic import ClientIdentity
 from .reassembly import AccessUnit, FrameAssembler
 from .registry import MIN_RECOVERY_SHARDS, Codec, DgramKind, UserFlag
@@ -60,109 +58,11 @@ from .seal import MediaOpener, Role
 _log = logging.getLogger("punktfunk.native.receiver")
 
 FEEDBACK_INTERVAL_S = 0.25
-MAX_DATAGRAM = 65_535
 _DECODERS = {Codec.H264: "h264", Codec.HEVC: "hevc", Codec.AV1: "libdav1d"}
-
-Address = tuple[str, int]
 
 
 def _mode_text(mode: Mode) -> str:
     return f"{mode.width}x{mode.height}@{mode.refresh_hz}"
-
-
-class ProbeError(Exception):
-    """The host refused, could not be reached, or the stream failed."""
-
-
-def _socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
-    sock.bind(("0.0.0.0", 0))
-    sock.setblocking(False)
-    return sock
-
-
-def _pump(
-    conn: ClientConnection,
-    sock: socket.socket,
-    addr: Address,
-    until: Callable[[], bool],
-    deadline: float,
-    on_media: Callable[[bytes], None] | None = None,
-    wake: socket.socket | None = None,
-) -> None:
-    """Drive `conn` over `sock` until `until()` or the deadline (monotonic seconds).
-
-    A byte on `wake` ends the wait early (another thread queued something to send)."""
-    watched = [sock] if wake is None else [sock, wake]
-    while not until() and time.monotonic() < deadline:
-        for data, dest in conn.datagrams_to_send(time.monotonic()):
-            with contextlib.suppress(BlockingIOError, OSError):
-                sock.sendto(data, dest)
-        timer = conn.get_timer()
-        now = time.monotonic()
-        wait = 0.05 if timer is None else min(0.05, max(0.0, timer - now))
-        readable, _, _ = select.select(watched, [], [], wait)
-        if wake is not None and wake in readable:
-            with contextlib.suppress(BlockingIOError, OSError):
-                wake.recv(4096)
-        if sock in readable:
-            for _ in range(512):
-                try:
-                    data, src = sock.recvfrom(MAX_DATAGRAM)
-                except BlockingIOError:
-                    break
-                except OSError:
-                    continue
-                if is_media(data):
-                    if on_media is not None:
-                        on_media(data)
-                elif src[1] == addr[1]:
-                    conn.receive_datagram(data, src, time.monotonic())
-        now = time.monotonic()
-        timer = conn.get_timer()
-        if timer is not None and now >= timer:
-            conn.handle_timer(now)
-
-
-def _flush(conn: ClientConnection, sock: socket.socket) -> None:
-    for data, dest in conn.datagrams_to_send(time.monotonic()):
-        with contextlib.suppress(OSError):
-            sock.sendto(data, dest)
-
-
-def pair(
-    addr: Address, identity: ClientIdentity, pin: str, name: str, timeout: float = 30.0
-) -> bytes:
-    """Run the PIN ceremony; the host fingerprint to pin, or ProbeError (with the close code)."""
-    sock = _socket()
-    try:
-        conn = ClientConnection.pairing(identity, pin, name, now=time.monotonic())
-        conn.connect(addr, time.monotonic())
-        result: list[PairingFinished | Closed] = []
-
-        def done() -> bool:
-            while (ev := conn.next_event()) is not None:
-                if isinstance(ev, PairingFinished | Closed):
-                    result.append(ev)
-            return (bool(result) and conn.quic.terminated) or any(
-                isinstance(r, Closed) for r in result
-            )
-
-        _pump(conn, sock, addr, done, time.monotonic() + timeout)
-        _flush(conn, sock)  # our CONNECTION_CLOSE: the host frees its pairing slot on it
-        finished = next((r for r in result if isinstance(r, PairingFinished)), None)
-        if finished is not None and finished.ok:
-            return finished.fingerprint
-        closed = next((r for r in result if isinstance(r, Closed)), None)
-        if closed is not None and closed.code not in (0, 1):
-            raise ProbeError(f"pairing refused: code {closed.code:#x}: {closed.reason}")
-        if not result:
-            raise ProbeError(f"no answer from {addr[0]}:{addr[1]} within {timeout:.0f} s")
-        raise ProbeError("pairing failed: wrong PIN (the confirmations disagree)")
-    finally:
-        sock.close()
 
 
 def infer_fec_percent(blocks: list[tuple[int, int]]) -> int | None:
@@ -231,7 +131,7 @@ class NativeReceiver:
         close_reason: str = "probe done",
     ) -> None:
         self.addr = addr
-        self.sock = _socket()
+        self.sock = client_socket()
         self.conn = ClientConnection(identity, now=time.monotonic(), hello=hello, host_fp=host_fp)
         self._loss = loss_percent / 100.0
         self._rng = random.Random(seed)
@@ -337,16 +237,16 @@ class NativeReceiver:
             return bool(started) and now - started[0] >= seconds
 
         try:
-            _pump(self.conn, self.sock, self.addr, until,
+            pump(self.conn, self.sock, self.addr, until,
                   time.monotonic() + connect_timeout + seconds, self._on_media,
                   self._wake_r)  # fmt: skip
             if self.server_hello is None and self.closed is None and not self._stop.is_set():
                 raise ProbeError(f"no answer from {self.addr[0]}:{self.addr[1]}")
             if self.closed is None:
                 self._send_inputs()  # e.g. the key releases of a closing viewer
-                _flush(self.conn, self.sock)
+                flush(self.conn, self.sock)
                 self.conn.close(0, self.close_reason)
-                _flush(self.conn, self.sock)
+                flush(self.conn, self.sock)
         finally:
             if self._decoder is not None:
                 self._units.put(None)

@@ -32,11 +32,12 @@ import pygame
 from pygame._sdl2 import controller as sdl_controller
 
 from ..native.dgram import InputEvent
+from ..native.dial import ProbeError
 from ..native.messages import Mode
 from ..native.probe import client_hello
 from ..native.quic import ClientIdentity
 from ..native.reassembly import AccessUnit
-from ..native.receiver import NativeReceiver, ProbeError, infer_fec_percent
+from ..native.receiver import NativeReceiver, infer_fec_percent
 from ..native.registry import Codec
 from .connect import ConnectArgs
 from .keys import (

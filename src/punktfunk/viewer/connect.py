@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..native.dial import ProbeError
 from ..native.probe import (
     _CODECS,
     _SUITES,
@@ -22,7 +23,6 @@ from ..native.probe import (
     parse_mode,
     pinned_or_paired,
 )
-from ..native.receiver import ProbeError
 from ..native.registry import DEFAULT_PORT
 
 INSTALL_HINT = "pip install 'punktfunk[viewer]'"
