@@ -230,6 +230,22 @@ class Desk:
         self.d.close()
 
 
+def _closed_cleanly(viewer: subprocess.Popen[str], host: Host, timeout: float) -> str:
+    """The viewer exits 0 and the host ends the session because the viewer closed it; the
+    viewer's stderr."""
+    _, err = viewer.communicate(timeout=timeout)
+    assert viewer.returncode == 0, err[-3000:]
+    _wait("session.end", lambda: "session.end" in host.text(), 10, host.text)
+    assert re.search(r'session\.end .*reason="viewer closed', host.text()), host.text()[-2000:]
+    return err
+
+
+def _reap(viewer: subprocess.Popen[str]) -> None:
+    if viewer.poll() is None:
+        viewer.kill()
+        viewer.wait()
+
+
 # --- the tests --------------------------------------------------------------------------------
 
 
@@ -247,10 +263,7 @@ def test_the_viewer_renders_the_pattern_and_its_overlay(tmp_path: Path, viewer_x
         _wait("the title", lambda: title in desk.title(window), 10, lambda: desk.title(window))
         desk.move_in(600, 400)
         desk.keys("F10")  # the stats overlay, drawn top-right
-        _, err = viewer.communicate(timeout=40)
-        assert viewer.returncode == 0, err[-3000:]
-        _wait("session.end", lambda: "session.end" in host.text(), 10, host.text)
-        assert re.search(r'session\.end .*reason="viewer closed', host.text()), host.text()[-2000:]
+        err = _closed_cleanly(viewer, host, timeout=40)
     finally:
         desk.close()
         host.stop()
@@ -358,14 +371,9 @@ def test_keys_and_clicks_reach_the_hosts_display(tmp_path: Path, viewer_x: XServ
 
         # Ctrl+Alt+Shift+Q ends the session cleanly.
         desk.keys("Control_L", "Alt_L", "Shift_L", "q")
-        _, err = viewer.communicate(timeout=20)
-        assert viewer.returncode == 0, err[-3000:]
-        _wait("session.end", lambda: "session.end" in host.text(), 10, host.text)
-        assert re.search(r'session\.end .*reason="viewer closed', host.text()), host.text()[-2000:]
+        _closed_cleanly(viewer, host, timeout=20)
     finally:
-        if viewer.poll() is None:
-            viewer.kill()
-            viewer.wait()
+        _reap(viewer)
         if session is not None:
             session.close()
         desk.close()
@@ -381,14 +389,9 @@ def test_closing_the_window_ends_the_session(tmp_path: Path, viewer_x: XServer) 
         _wait("session.start", lambda: "session.start" in host.text(), 30, host.text)
         time.sleep(1.0)
         desk.close_window(desk.viewer_window())
-        _, err = viewer.communicate(timeout=20)
-        assert viewer.returncode == 0, err[-3000:]
-        _wait("session.end", lambda: "session.end" in host.text(), 10, host.text)
-        assert re.search(r'session\.end .*reason="viewer closed', host.text()), host.text()[-2000:]
+        _closed_cleanly(viewer, host, timeout=20)
     finally:
-        if viewer.poll() is None:
-            viewer.kill()
-            viewer.wait()
+        _reap(viewer)
         desk.close()
         host.stop()
 
@@ -411,13 +414,10 @@ def test_resizing_the_window_reconfigures_the_host_without_reconnecting(
             20,
             lambda: host.text()[-2000:],
         )
-        _, err = viewer.communicate(timeout=40)
-        assert viewer.returncode == 0, err[-3000:]
+        _closed_cleanly(viewer, host, timeout=40)
         assert host.text().count("session.start") == 1  # one session, never reconnected
     finally:
-        if viewer.poll() is None:
-            viewer.kill()
-            viewer.wait()
+        _reap(viewer)
         desk.close()
         host.stop()
 

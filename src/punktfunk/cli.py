@@ -147,17 +147,22 @@ def _probe(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     )
 
 
-def _add_probe_arguments(cmd: argparse.ArgumentParser) -> None:
+def _add_client_arguments(cmd: argparse.ArgumentParser, bitrate_kbps: int) -> None:
+    """What every native client (probe, connect) asks of a host."""
     cmd.add_argument("host", metavar="HOST", help="the host's address")
     cmd.add_argument("--port", type=int, default=0, help="its UDP port (default: native_port)")
-    cmd.add_argument("--seconds", type=float, default=5.0, help="how long to stream")
     cmd.add_argument("--mode", default="1280x720@60", help="WIDTHxHEIGHT@HZ to ask for")
-    cmd.add_argument("--loss", type=float, default=0.0, help="drop this %% of media on receipt")
     cmd.add_argument("--video-codec", default="h264", choices=("h264", "hevc", "av1"))
-    cmd.add_argument("--bitrate", type=int, default=8000, help="kbit/s to ask for")
+    cmd.add_argument("--bitrate", type=int, default=bitrate_kbps, help="kbit/s to ask for")
     cmd.add_argument("--suite", default="aes128gcm", choices=("aes128gcm", "chacha20"),
                      help="media AEAD to ask for first")  # fmt: skip
     cmd.add_argument("--client-dir", type=Path, help="client identity and pinned hosts")
+
+
+def _add_probe_arguments(cmd: argparse.ArgumentParser) -> None:
+    _add_client_arguments(cmd, bitrate_kbps=8000)
+    cmd.add_argument("--seconds", type=float, default=5.0, help="how long to stream")
+    cmd.add_argument("--loss", type=float, default=0.0, help="drop this %% of media on receipt")
     cmd.add_argument("--seed", type=int, help="seed for --loss (repeatable runs)")
     cmd.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -184,18 +189,11 @@ def _connect(args: argparse.Namespace, loaded: LoadedConfig) -> int:
 
 
 def _add_connect_arguments(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument("host", metavar="HOST", help="the host's address")
-    cmd.add_argument("--port", type=int, default=0, help="its UDP port (default: native_port)")
-    cmd.add_argument("--mode", default="1280x720@60", help="WIDTHxHEIGHT@HZ to ask for")
+    _add_client_arguments(cmd, bitrate_kbps=20_000)
     cmd.add_argument("--fullscreen", action="store_true", help="start fullscreen (F11 toggles)")
     cmd.add_argument("--seconds", type=float, help="quit after this many seconds of streaming")
     cmd.add_argument("--screenshot", type=Path, metavar="PNG",
                      help="save the window's last picture to this PNG on quitting")  # fmt: skip
-    cmd.add_argument("--video-codec", default="h264", choices=("h264", "hevc", "av1"))
-    cmd.add_argument("--bitrate", type=int, default=20_000, help="kbit/s to ask for")
-    cmd.add_argument("--suite", default="aes128gcm", choices=("aes128gcm", "chacha20"),
-                     help="media AEAD to ask for first")  # fmt: skip
-    cmd.add_argument("--client-dir", type=Path, help="client identity and pinned hosts")
 
 
 def _demo(args: argparse.Namespace, loaded: LoadedConfig) -> int:
