@@ -9,5 +9,10 @@ setup(
             sources=["src/punktfunk/fec/_gf8.c"],
             extra_compile_args=["-O3", "-std=c11"],
         ),
+        Extension(
+            "punktfunk.fec._gf16",
+            sources=["src/punktfunk/fec/_gf16.c"],
+            extra_compile_args=["-O3", "-std=c11"],
+        ),
     ],
 )

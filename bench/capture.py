@@ -5,7 +5,9 @@ fixed rate, stamping each with the time just before its `latest` store; the cons
 host's side: select on the eventfd, `RingReader.take_latest`, copy into an OUT-ring frame,
 release) records publish-to-available latency, the slot -> OUT copy throughput and the whole
 per-frame consumer cost. The baseline, measured in the same run, is a plain numpy copy of the
-same shared-memory slot into a private array. Prints one JSON object.
+same shared-memory slot into a private array. `sources` adds the per-frame cost of the display
+sources at 1080p (`capture_sources.py`: wlr-screencopy next to X11 MIT-SHM). Prints one JSON
+object.
 
     .venv/bin/python bench/capture.py [--seconds 3] [--rate 120]
 """
@@ -24,6 +26,7 @@ from multiprocessing.synchronize import Event
 
 import numpy as np
 
+import capture_sources
 from punktfunk.capture.outring import OutRing
 from punktfunk.proto.frame import FrameToken, PixelFormat, shm_name
 from punktfunk.vdisplay.base import DisplayMode
@@ -153,6 +156,7 @@ def main() -> None:
                 "publish_rate_hz": args.rate,
                 "results": results,
                 "pattern_render_1080p_ms_p50": _pattern_render_ms(1920, 1080),
+                "sources": capture_sources.run(),
             },
             indent=2,
         )

@@ -10,7 +10,11 @@ part of the stream. The baseline, measured in the same run: plain PyAV encoding 
 pattern frames with the same x264 settings, paced at the same frame rate, in cores; the ratio
 says what the rest of the host (capture, FEC, crypto, pacing, audio) costs on top.
 
-    python bench/gamestream.py [--seconds 20] [--mode 1280x720x60]
+    python bench/gamestream.py [--seconds 20] [--mode 1280x720x60] [--console off|idle|open]
+
+--console open keeps the web console's event stream open and scrapes /metrics every second
+for the whole stream (what a browser on Home plus Prometheus cost the host); off runs the host
+without the console; idle (the default) runs it with nobody connected.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -61,7 +66,40 @@ def _driver(config_dir: Path, *args: str) -> list[str]:
             str(config_dir), "--pin", "4321", *args]  # fmt: skip
 
 
-def stream(seconds: float, mode: str) -> dict[str, object]:
+CONSOLE_PORT = BASE_PORT + 50
+
+
+def _watch_console(tmp: Path, env: dict[str, str], stop: threading.Event) -> dict[str, int]:
+    """A browser on Home and a Prometheus scraper: SSE held open, /metrics once a second."""
+    from console_client import ConsoleClient
+
+    token = subprocess.run([str(PUNKTFUNK), "token", "create", "--scope", "read"], env=env,
+                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    client = ConsoleClient(CONSOLE_PORT, tmp / "state" / "identity" / "host.crt", token=token)
+    seen = {"events": 0, "scrapes": 0}
+
+    def events() -> None:
+        conn = client.connection(timeout=5)
+        conn.request("GET", "/api/events", headers=client.headers("GET"))
+        resp = conn.getresponse()
+        while not stop.is_set():
+            try:
+                if resp.fp.readline().startswith(b"event:"):
+                    seen["events"] += 1
+            except TimeoutError:
+                continue
+        conn.close()
+
+    reader = threading.Thread(target=events, daemon=True)
+    reader.start()
+    while not stop.wait(1.0):
+        if client.request("GET", "/metrics").status == 200:
+            seen["scrapes"] += 1
+    reader.join(timeout=10)
+    return seen
+
+
+def stream(seconds: float, mode: str, console: str = "idle") -> dict[str, object]:
     tmp = Path(tempfile.mkdtemp(prefix="pf-bench-gs-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PUNKTFUNK_")}
     env.update(PUNKTFUNK_STATE_DIR=str(tmp / "state"), PUNKTFUNK_CONFIG=str(tmp / "none.env"))
@@ -69,7 +107,8 @@ def stream(seconds: float, mode: str) -> dict[str, object]:
     host = subprocess.Popen(
         [str(PUNKTFUNK), "serve", "--gamestream", "--no-mdns", "--display", "pattern",
          "--gamestream-port", str(BASE_PORT), "--bind-address", "127.0.0.1", "--pin", "4321",
-         "--monitor-linger-ms", "0", "--log-level", "warning"],
+         "--monitor-linger-ms", "0", "--log-level", "warning",
+         *(("--no-console",) if console == "off" else ("--console-port", str(CONSOLE_PORT)))],
         env=env, stdout=(tmp / "host.log").open("w"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
@@ -79,12 +118,20 @@ def stream(seconds: float, mode: str) -> dict[str, object]:
             _driver(tmp / "client", "--seconds", str(seconds), "--mode", mode),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
+        stop, seen = threading.Event(), {}
+        watcher = None
+        if console == "open":
+            watcher = threading.Thread(target=lambda: seen.update(_watch_console(tmp, env, stop)))
+            watcher.start()
         time.sleep(WARMUP_S)
         pids = [host.pid, *descendants(host.pid)]
         cpu0, t0 = _cpu_seconds(pids), time.monotonic()
         time.sleep(max(1.0, seconds - WARMUP_S - 2.0))
         cpu1, t1 = _cpu_seconds(pids), time.monotonic()
         out, err = client.communicate(timeout=seconds + 60)
+        stop.set()
+        if watcher is not None:
+            watcher.join(timeout=20)
         if client.returncode != 0:
             raise RuntimeError(f"the Moonlight client failed: {err[-2000:]}")
         result = json.loads(out.strip().splitlines()[-1])
@@ -99,6 +146,7 @@ def stream(seconds: float, mode: str) -> dict[str, object]:
         "host_latency_ms": result["host_latency_ms"],
         "host_cpu_cores": round((cpu1 - cpu0) / (t1 - t0), 3),
         "host_processes": len(pids),
+        "console": {"mode": console, **seen},
     }
 
 
@@ -140,9 +188,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--mode", default="1280x720x60")
+    parser.add_argument("--console", choices=("off", "idle", "open"), default="idle")
     args = parser.parse_args()
     width, height, fps = (int(v) for v in args.mode.split("x"))
-    ours = stream(args.seconds, args.mode)
+    ours = stream(args.seconds, args.mode, args.console)
     # The driver asks for 10 Mbit/s; the baseline encodes at the same rate.
     base = baseline(min(10.0, args.seconds), DisplayMode(width, height, fps), 10_000)
     report = {

@@ -25,9 +25,9 @@ import socket
 import time
 
 from punktfunk.encode.base import EncodedFrame, FrameType
-from punktfunk.native.registry import MediaSuite
-from punktfunk.native.seal import MediaKeys, MediaSealer, Role
-from punktfunk.native.sink import BatchSender, NativeVideoSink
+from punktfunk.native.host.sink import BatchSender, NativeVideoSink
+from punktfunk.native.wire.registry import MediaSuite
+from punktfunk.native.wire.seal import MediaKeys, MediaSealer, Role
 from punktfunk.session.pipeline import DEFAULT_RATE_BPS, VideoPipeline
 
 TARGET_RATIO = 0.60

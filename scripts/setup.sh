@@ -9,6 +9,8 @@ DEB_PACKAGES=(
     python3 python3-venv python3-dev gcc libc6-dev linux-libc-dev
     xvfb xserver-xorg-video-dummy x11-xserver-utils
     pulseaudio pulseaudio-utils edid-decode
+    chromium chromium-driver
+    sway foot
 )
 
 missing=()

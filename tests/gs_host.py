@@ -18,7 +18,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DRIVER = ROOT / "tests" / "moonlight_driver.py"
 PUNKTFUNK = Path(sys.executable).parent / "punktfunk"
-BASE_PORT = 47989 + 2000  # away from a real host's ports
+# Away from a real host's ports and below Linux's ephemeral range (32768-60999), so an
+# outgoing connection's local port can never take a port a test host is about to listen on;
+# PF_TEST_GS_BASE_PORT lets two checkouts test side by side.
+BASE_PORT = int(os.environ.get("PF_TEST_GS_BASE_PORT", 27989))
 # Every port a GameStream host listens on, derived from the base as the host does.
 TCP_PORTS = (BASE_PORT, BASE_PORT - 5, BASE_PORT + 21)
 UDP_PORTS = (BASE_PORT + 9, BASE_PORT + 10, BASE_PORT + 11)

@@ -67,6 +67,31 @@ def _with_feedback_callbacks(self: StreamingSession):
 
 StreamingSession._make_connection_callbacks = _with_feedback_callbacks
 
+# "hevc,h264" offers both, as Moonlight's own clients do: moonlight-common-c then picks from the
+# host's RTSP DESCRIBE reply, and the decoder follows the format it negotiated (read from the
+# library's NegotiatedVideoFormat: a drSetup callback would change how the stream is driven).
+moonlight_python.config.CODEC_MAP["hevc,h264"] = (
+    moonlight_python.config.VIDEO_FORMAT_H265 | moonlight_python.config.VIDEO_FORMAT_H264
+)
+_Decoder = moonlight_python.Decoder
+
+
+def negotiated_video_format() -> int:
+    import moonlight_python.stream as stream
+
+    lib = ctypes.CDLL(stream._find_shared_lib())
+    return ctypes.c_int.in_dll(lib, "NegotiatedVideoFormat").value
+
+
+def _negotiated_decoder(codec: str = "h264", output_format: str = "bgr24"):
+    if codec == "hevc,h264":  # created after the RTSP handshake: the format is known
+        hevc = negotiated_video_format() & moonlight_python.config.VIDEO_FORMAT_H265
+        codec = "hevc" if hevc else "h264"
+    return _Decoder(codec=codec, output_format=output_format)
+
+
+moonlight_python.Decoder = _negotiated_decoder
+
 KEY_DOWN, KEY_UP = 0x03, 0x04
 BUTTON_PRESS, BUTTON_RELEASE = 0x07, 0x08
 VK_SHIFT = 0x10
@@ -159,7 +184,9 @@ def main() -> int:
     parser.add_argument("--codec", default="h264")
     parser.add_argument("--pair-only", action="store_true")
     parser.add_argument("--input-after-file", default="")
+    parser.add_argument("--stop-file", default="", help="end the stream early once this exists")
     parser.add_argument("--keys", default="")
+    parser.add_argument("--save-frame", default="", help="save the last decoded frame (.npy)")
     parser.add_argument("--click", default="")
     parser.add_argument("--app", default="Desktop", help="the app to launch")
     parser.add_argument(
@@ -168,6 +195,10 @@ def main() -> int:
         help="after --input-after-file: plug an Xbox pad and send BUTTONS,LT,RT,LX,LY,RX,RY",
     )
     parser.add_argument("--launch-only", action="store_true", help="no pairing attempt")
+    parser.add_argument("--bitrate", type=int, default=10000, help="kbit/s to ask for")
+    parser.add_argument(
+        "--timeline", action="store_true", help="report [monotonic s, frame number] per frame"
+    )
     parser.add_argument("--cancel-after", type=float, default=0.0, help="send /cancel after S s")
     parser.add_argument(
         "--until-terminated", action="store_true", help="keep streaming until the host ends it"
@@ -221,23 +252,27 @@ def main() -> int:
         width=width,
         height=height,
         fps=fps,
-        bitrate_kbps=10000,
+        bitrate_kbps=args.bitrate,
         codec=args.codec,
         ready_timeout=30,
         black_frame_threshold=-1.0,
     )
     result["start_s"] = round(time.monotonic() - started, 3)
+    result["video_format"] = negotiated_video_format()
     manager = client._stream_manager
     session = manager._session
     frames = manager.subscribe()
     audio = manager.subscribe_audio() if manager.has_audio else None
     counters: list[int] = []
     numbers: list[int] = []
+    timeline: list[tuple[float, int]] = []
     idr_numbers: list[int] = []
     host_latency_01ms: list[int] = []
     pcm: list[np.ndarray] = []
     latencies_ms: list[float] = []
     shape = None
+    last_frame = None
+    centre = None
     sent_input = False
     cancelled = False
     started = time.monotonic()
@@ -245,15 +280,22 @@ def main() -> int:
     while time.monotonic() < deadline or args.until_terminated:
         if session._connection_terminated.is_set():
             break
+        if args.stop_file and os.path.exists(args.stop_file):
+            break
         while audio is not None and (chunk := audio.get(timeout=0.0)) is not None:
             pcm.append(chunk.data[:, 0].copy())
         frame = frames.get(timeout=0.5)
         if frame is not None:
             numbers.append(frame.frame_number)
+            if args.timeline:
+                timeline.append((round(time.monotonic(), 3), frame.frame_number))
             if frame.frame_type == 1:
                 idr_numbers.append(frame.frame_number)
             host_latency_01ms.append(frame.host_processing_latency_us)
             shape = list(frame.data.shape)
+            last_frame = frame.data
+            mid_y, mid_x = shape[0] // 2, shape[1] // 2
+            centre = frame.data[mid_y - 4 : mid_y + 5, mid_x - 4 : mid_x + 5]
             stamp = decode_stamp(frame.data[..., ::-1])  # bgr24 -> rgb
             if stamp is not None:
                 counters.append(stamp.counter)
@@ -278,6 +320,8 @@ def main() -> int:
     result["termination_error_code"] = session._termination_error_code if terminated else None
     with contextlib.suppress(Exception):
         client.stop_stream()
+    if args.save_frame and last_frame is not None:
+        np.save(args.save_frame, np.asarray(last_frame)[..., ::-1])  # bgr24 -> RGB
     span = numbers[-1] - numbers[0] + 1 if numbers else 0
     result.update(
         decoded=len(numbers),
@@ -288,6 +332,9 @@ def main() -> int:
         frames=len(counters),
         counters=counters,
         shape=shape,
+        centre_bgr=[round(v) for v in centre.reshape(-1, 3).mean(0)]
+        if centre is not None
+        else None,
         audio_chunks=len(pcm),
         tone_hz=_dominant_hz(pcm),
         sent_input=sent_input,
@@ -297,6 +344,8 @@ def main() -> int:
         latency_ms=sorted(latencies_ms)[len(latencies_ms) // 2] if latencies_ms else None,
         fps=round(len(numbers) / max(1e-3, time.monotonic() - started), 1),
     )
+    if args.timeline:
+        result["timeline"] = timeline
     print(json.dumps(result))
     return 0
 

@@ -14,6 +14,7 @@ from punktfunk.capture.base import CaptureBackend, OutputFormat
 from punktfunk.capture.idd_push import IddPushCapturer
 from punktfunk.capture.open import open_capture
 from punktfunk.capture.recovery import GIVE_UP_S, CaptureLost, FixedMode, Recovery
+from punktfunk.vdisplay import xauth
 from punktfunk.vdisplay.base import DisplayBackend, DisplayMode, MonitorRequest
 from punktfunk.vdisplay.manager import VirtualDisplayManager
 from punktfunk.vdisplay.timing import cvt_rb2
@@ -29,7 +30,7 @@ def _xrandr_mode(display: str, width: int, height: int) -> None:
     """What a game on xorg-dummy does: a brand-new mode through the xrandr command."""
     t = cvt_rb2(width, height, 60)
     name = f"game_{width}x{height}"
-    env = dict(os.environ, DISPLAY=display)
+    env = dict(os.environ, DISPLAY=display, **xauth.environment(display))  # as a session app
     timing = [
         f"{t.pixel_clock_hz / 1e6:.2f}",
         *map(

@@ -1,4 +1,4 @@
-"""The installed `punktfunk` command: help, config show, errors, unbuilt commands."""
+"""The installed `punktfunk` command: help, config show, errors."""
 
 from __future__ import annotations
 
@@ -78,12 +78,18 @@ def test_bad_flag_is_a_config_error(run_cli) -> None:
     assert out.returncode == 1 and "flag --pipeline-depth" in out.stderr and "1..2" in out.stderr
 
 
-@pytest.mark.parametrize("name", ["service"])
-def test_unbuilt_commands_say_so_and_exit_2(run_cli, name: str) -> None:
-    out = run_cli(name)
-    assert out.returncode == 2
-    assert "not built yet" in out.stderr
-    assert out.stdout == ""
+@pytest.mark.parametrize("action", ["run", "install", "uninstall", "status"])
+def test_service_actions_explain_themselves_and_take_every_knob(run_cli, action: str) -> None:
+    out = run_cli("service", action, "--help")
+    assert out.returncode == 0
+    assert "--config PATH" in out.stdout
+    for knob in KNOBS.values():
+        assert knob.flag in out.stdout
+
+
+def test_service_without_an_action_is_a_usage_error(run_cli) -> None:
+    out = run_cli("service")
+    assert out.returncode == 2 and "ACTION" in out.stderr
 
 
 def test_connect_without_pygame_names_the_extra_and_exits_1(run_cli, tmp_path: Path) -> None:

@@ -57,7 +57,10 @@ def test_unknown_key_names_file_and_line(host_env: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "allowed"),
     [
-        ("PUNKTFUNK_DISPLAY=wayland", "auto|xorg-dummy|xvfb|pattern|attach:<X display>"),
+        (
+            "PUNKTFUNK_DISPLAY=wayland",
+            "auto|xorg-dummy|xvfb|pattern|wlroots|attach:<X display>|attach:wayland[:<output>]",
+        ),
         ("PUNKTFUNK_PIPELINE_DEPTH=3", "1..2"),
         ("PUNKTFUNK_NATIVE_PORT=http", "1..65535"),
         ("PUNKTFUNK_GAMESTREAM=maybe", "true|false"),

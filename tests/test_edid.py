@@ -156,7 +156,7 @@ def test_cli_refuses_a_mode_outside_the_bounds(tmp_path: Path) -> None:
             str(tmp_path),
             "edid",
             "--mode",
-            "320x200@60",
+            "318x200@60",
             "-o",
             str(tmp_path / "x"),
         ],

@@ -87,8 +87,12 @@ def test_probe_results_are_cached_for_the_host_lifetime(report: caps.ProbeReport
 
 
 def test_auto_picks_software_and_logs_the_skips_once(
-    report: caps.ProbeReport, caplog: pytest.LogCaptureFixture
+    report: caps.ProbeReport, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from punktfunk.encode import factory
+
+    # "Once" is per process: an embedded host earlier in this test process may have logged it.
+    monkeypatch.setattr(factory, "_logged", set())
     with caplog.at_level(logging.INFO, logger="punktfunk.encode"):
         assert select_backend("auto", Codec.AV1, report) is B.SOFTWARE
         assert select_backend("auto", Codec.AV1, report) is B.SOFTWARE

@@ -189,8 +189,9 @@ def test_format_and_hdr_changes_reinit(caplog: pytest.LogCaptureFixture) -> None
     assert len(reasons) == 3 and "BGRA8/SDR -> 320x240/FP16_RGBA/HDR10" in reasons[1]
 
 
-def test_bitrate_change_reopens_software_encoders_and_takes_effect() -> None:
-    enc = encoder(Codec.H264, kbps=1000)
+def test_bitrate_change_reopens_x265_and_takes_effect() -> None:
+    # libx264 re-targets live instead: tests/test_encoder_live_bitrate.py
+    enc = encoder(Codec.HEVC, kbps=1000)
     frames = frames_of(DesktopScene(640, 360), 40)
     out = []
     for i, frame in enumerate(frames):

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from gs_host import Host, drive, finish_drive, start_drive
+from punktfunk.vdisplay import xauth
 from punktfunk.vdisplay.base import DisplayBackend
 from punktfunk.vdisplay.stamp import HEIGHT, WIDTH, draw_stamp
 from punktfunk.vdisplay.xlib.core import XDisplay, XError
@@ -66,6 +67,9 @@ def _assert_streamed(result: dict, shape: list[int]) -> None:
 
 
 def _session_display(host: Host, client) -> str:
+    """The session's X display, which this process (a session app) may open with its cookie."""
+    xauth.use_state_dir(host.state)
+    xauth.install_xlib_auth()
     deadline = time.monotonic() + 60
     while not host.status()["sessions"]:
         assert time.monotonic() < deadline and client.poll() is None, client.stderr.read()
@@ -76,14 +80,16 @@ def _session_display(host: Host, client) -> str:
 
 
 @pytest.fixture
-def desktop() -> Iterator[str]:
-    """Someone's own X desktop at 1280x720, which `attach:` streams as it is."""
+def desktop(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Someone's own X desktop at 1280x720, which `attach:` streams as it is (the host runs in
+    that someone's session: XAUTHORITY names the desktop's cookie)."""
     require_backend(DisplayBackend.XVFB)
     server = start_server(
         "Xvfb",
         lambda n: ["Xvfb", f":{n}", "-screen", "0", "1280x720x24", "-nolisten", "tcp"],
         make_workdir("xvfb"),
     )
+    monkeypatch.setenv("XAUTHORITY", str(server.auth_path))
     yield server.display
     server.stop()
 
@@ -176,7 +182,7 @@ def test_an_app_runs_on_the_session_display_and_dies_with_the_session(tmp_path: 
     require_backend(DisplayBackend.XVFB)
     marker = tmp_path / "app.txt"
     script = tmp_path / "app.sh"
-    script.write_text(f"echo $$ $DISPLAY > {marker}\nsleep 300 &\nwait\n")
+    script.write_text(f"echo $$ $DISPLAY $XAUTHORITY > {marker}\nsleep 300 &\nwait\n")
     host = Host(tmp_path, "--pin", "4321", "--display", "xvfb", "--apps", f"Marker=sh {script}")
     try:
         drive(tmp_path, "--pin", "4321", "--pair-only")
@@ -186,8 +192,9 @@ def test_an_app_runs_on_the_session_display_and_dies_with_the_session(tmp_path: 
         while not marker.exists() or not marker.read_text().strip():
             assert time.monotonic() < deadline, "the app never started"
             time.sleep(0.1)
-        pid, app_display = marker.read_text().split()
+        pid, app_display, app_auth = marker.read_text().split()
         assert app_display == display
+        assert app_auth == str(xauth.file_for(display))  # only its own display's cookie
         assert os.getpgid(int(pid)) == int(pid)  # its own process group
         finish_drive(client)
         assert host.wait_no_sessions() == []

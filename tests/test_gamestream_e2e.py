@@ -95,15 +95,19 @@ def test_streams_the_codec_the_client_asks_for(host: Host, tmp_path: Path, codec
     assert f"codec={codec}" in host.log.read_text()
 
 
-def test_hdr_request_streams_hevc_main10_and_switches_the_client_to_hdr(
-    host: Host, tmp_path: Path
-) -> None:
-    result = drive(
-        tmp_path, "--pin", "4321", "--seconds", "3", "--mode", "640x480x30", "--codec", "hevc10"
-    )
+def test_hdr_request_streams_hevc_main10_and_switches_the_client_to_hdr(tmp_path: Path) -> None:
+    # Moonlight asks for Main10 only when /serverinfo offers HEVC, which this host judges at
+    # 1080p60 (too much for libx265 on a small CI box): this test is about HDR, so no codec fit.
+    host = Host(tmp_path, "--pin", "4321", "--display", "pattern", "--no-codec-fit")
+    try:
+        result = drive(
+            tmp_path, "--pin", "4321", "--seconds", "3", "--mode", "640x480x30", "--codec", "hevc10"
+        )
+        log = host.log.read_text()
+    finally:
+        host.kill()
     assert result["shape"] == [480, 640, 3] and result["decoded"] >= 10, result
     assert result["hdr_mode"] == [True], result
-    log = host.log.read_text()
     assert "codec=hevc hdr=True" in log, log[-3000:]
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from gs_host import BASE_PORT, TCP_PORTS, UDP_PORTS, Host, drive, finish_drive, start_drive
 
-FUZZ_SECONDS = 30.0
+FUZZ_SECONDS = 20.0
 # Valid openings, cut short at a random point: parsers see requests that end mid-token.
 OPENINGS = (
     b"GET /serverinfo?uniqueid=0123456789ABCDEF&uuid=1 HTTP/1.1\r\nHost: x\r\n\r\n",

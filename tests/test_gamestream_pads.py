@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pad_consumer
 from gs_host import Host, drive, finish_drive, start_drive
-from punktfunk.input.pads import SHM_DIR, shm_path
+from punktfunk.input.pads import SHM_DIR, find_pad
 from punktfunk.proto.gamepad import XUSB_MAGIC
 
 
@@ -31,7 +31,7 @@ def test_moonlight_gamepad_reaches_shared_memory_and_rumble_comes_back(tmp_path:
             time.sleep(0.2)
         session = host.status()["sessions"][0]["name"]
         want = struct.pack("<HBBhhhh", buttons, lt, rt, lx, ly, rx, ry)
-        consumer = pad_consumer.start(shm_path(SHM_DIR, session, 0), want)
+        consumer = pad_consumer.start(SHM_DIR, session, 0, want)
         flag.write_text("go")
         seen = pad_consumer.finish(consumer)
         assert len(seen) == 64
@@ -43,6 +43,6 @@ def test_moonlight_gamepad_reaches_shared_memory_and_rumble_comes_back(tmp_path:
         rumble = [0, pad_consumer.RUMBLE_LARGE * 257, pad_consumer.RUMBLE_SMALL * 257]
         assert rumble in result["rumble"], result["rumble"]
         assert host.wait_no_sessions() == []
-        assert not shm_path(SHM_DIR, session, 0).exists()  # the pad went with the session
+        assert find_pad(SHM_DIR, session, 0) is None  # the pad went with the session
     finally:
         host.kill()

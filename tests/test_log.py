@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from punktfunk.log import event, format_event, setup_logging
+from punktfunk.log import Throttle, event, format_event, setup_logging
 
 
 def test_format_event_quotes_only_when_needed() -> None:
@@ -39,3 +39,21 @@ def test_unwritable_state_dir_falls_back_to_stderr(tmp_path: Path, capsys) -> No
     assert setup_logging("info", blocker) is None
     assert "log.file_unavailable" in capsys.readouterr().err
     setup_logging("warning", None)
+
+
+def test_a_flood_gives_one_line_per_interval_and_counts_the_rest(caplog) -> None:
+    now = [100.0]
+    throttle = Throttle(10.0, clock=lambda: now[0])
+    log = logging.getLogger("punktfunk.test.throttle")
+    with caplog.at_level(logging.INFO, logger="punktfunk.test.throttle"):
+        sent = [throttle.event(log, "tcp.refused", logging.WARNING, client="x") for _ in range(50)]
+        assert throttle.event(log, "tcp.refused", throttle_key="other")  # its own budget
+        now[0] += 10.0
+        assert throttle.event(log, "tcp.refused", logging.WARNING, client="x")
+    assert sent == [True] + [False] * 49
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "tcp.refused client=x since_last=1",
+        "tcp.refused since_last=1",
+        "tcp.refused client=x since_last=50",
+    ]

@@ -3,14 +3,14 @@
 import pytest
 
 from punktfunk.fec import video_parity
-from punktfunk.native.adaptive import (
+from punktfunk.native.wire.adaptive import (
     FEC_START_PERCENT,
     fec_percent_for_loss,
     fec_percent_for_ppm,
     recovery_shards,
 )
-from punktfunk.native.clock import ClockSync, accept_resync, clock_offset_ns, echo
-from punktfunk.native.messages import ClockEcho, ClockProbe
+from punktfunk.native.wire.clock import ClockSync, accept_resync, clock_offset_ns, echo
+from punktfunk.native.wire.messages import ClockEcho, ClockProbe
 
 OFF = 1_000_000  # host clock 1 ms ahead
 

@@ -5,9 +5,11 @@ from dataclasses import dataclass, field
 import pytest
 
 from punktfunk.identity import load_or_create
-from punktfunk.native import dgram
-from punktfunk.native.client import ClientConnection
-from punktfunk.native.core import (
+from punktfunk.native.client.client import ClientConnection
+from punktfunk.native.host.host import HostConnection, HostState
+from punktfunk.native.host.router import HostRouter
+from punktfunk.native.wire import dgram
+from punktfunk.native.wire.core import (
     ClockSynced,
     Closed,
     Connected,
@@ -19,13 +21,12 @@ from punktfunk.native.core import (
     ReadyReceived,
     SessionStarted,
 )
-from punktfunk.native.hello import ClientHello, ServerHello
-from punktfunk.native.host import HostConnection, HostRouter, HostState
-from punktfunk.native.messages import ClockProbe, Mode, Reconfigure, Reconfigured
-from punktfunk.native.packet import MediaHeader
-from punktfunk.native.pake import PairingGate
-from punktfunk.native.quic import ClientIdentity, fingerprint
-from punktfunk.native.registry import (
+from punktfunk.native.wire.hello import ClientHello, ServerHello
+from punktfunk.native.wire.messages import ClockProbe, Mode, Reconfigure, Reconfigured
+from punktfunk.native.wire.packet import MediaHeader
+from punktfunk.native.wire.pake import PairingGate
+from punktfunk.native.wire.quic import ClientIdentity, fingerprint
+from punktfunk.native.wire.registry import (
     CLOSE_ABORT,
     CLOSE_OK,
     CloseCode,
@@ -33,8 +34,8 @@ from punktfunk.native.registry import (
     MediaSuite,
     MsgType,
 )
-from punktfunk.native.seal import MediaOpener, MediaSealer, Role
-from punktfunk.native.wire import encode_varint
+from punktfunk.native.wire.seal import MediaOpener, MediaSealer, Role
+from punktfunk.native.wire.tlv import encode_varint
 
 HOST_ADDR = ("192.0.2.1", 9777)
 SKEW_NS = 5_000_000  # the host's wall clock runs 5 ms ahead of the client's
@@ -265,6 +266,36 @@ def test_malformed_and_missing_control_messages_close_the_connection(
     silent = net.dial(ClientConnection(client_identity, now=net.now, wall_ns=net.wall_ns))
     net.run(seconds=11.0)
     assert drain(silent)[-1] == Closed(CLOSE_ABORT, "timed out in state await-first", True)
+
+
+def test_a_session_never_made_ready_is_closed_after_the_handshake_deadline(
+    host_identity, client_identity
+):
+    """The host opened a monitor for this hello; a client that then stays silent (QUIC kept
+    alive, no Ready) must not hold it forever."""
+    net = make_net(host_identity, paired=[client_identity.fingerprint])
+    client = session(net, host_identity, client_identity)
+    net.run()
+    (conn, _), = net.host(HelloReceived)  # fmt: skip
+    conn.accept(ServerHello(mode=HELLO.mode, suite=MediaSuite.AES_128_GCM))
+    net.run(seconds=9.0)
+    assert conn.closed is None and not net.host(Closed)
+    net.run(seconds=2.0)
+    (_, closed), = net.host(Closed)  # fmt: skip
+    assert closed == Closed(CLOSE_ABORT, "timed out in state await-ready", False)
+    assert drain(client)[-1] == Closed(CLOSE_ABORT, "timed out in state await-ready", True)
+
+
+def test_ready_in_time_lifts_the_deadline(host_identity, client_identity):
+    net = make_net(host_identity, paired=[client_identity.fingerprint])
+    client = session(net, host_identity, client_identity)
+    net.run()
+    (conn, _), = net.host(HelloReceived)  # fmt: skip
+    conn.accept(ServerHello(mode=HELLO.mode, suite=MediaSuite.AES_128_GCM))
+    net.run()
+    client.ready()
+    net.run(seconds=30.0)
+    assert conn.streaming and not net.host(Closed)
 
 
 def test_router_forgets_terminated_connections(host_identity, client_identity):

@@ -3,11 +3,11 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from punktfunk.native import dgram
-from punktfunk.native.dgram import Datagram, Feedback, HostTiming, InputEvent, InputKind
-from punktfunk.native.messages import ClockEcho, ClockProbe
-from punktfunk.native.registry import DgramKind
-from punktfunk.native.wire import Fields
+from punktfunk.native.wire import dgram
+from punktfunk.native.wire.dgram import Datagram, Feedback, HostTiming, InputEvent, InputKind
+from punktfunk.native.wire.messages import ClockEcho, ClockProbe
+from punktfunk.native.wire.registry import DgramKind
+from punktfunk.native.wire.tlv import Fields
 
 
 def test_feedback_and_clock_golden_and_round_trip():
@@ -24,6 +24,17 @@ def test_feedback_and_clock_golden_and_round_trip():
     assert dgram.decode(dgram.encode_clock_echo(e)) == e
     half = dgram.encode(DgramKind.CLOCK, Fields().u64(2, 1).body())
     assert dgram.decode(half) is None
+
+
+def test_feedback_acked_frames():
+    # dgram.rs at 27fa515: tags 14/15, the newest completed frame and the 16 before as bits.
+    acked = Feedback(acked=(7_000, 0b1011))
+    assert acked.encode().hex() == "030e04581b00000f020b00"
+    both = Feedback(window=6, loss_ppm=40, packets_received=90_000, acked=(7_001, 1))
+    for f in (acked, both):
+        assert dgram.decode(f.encode()) == f
+    twice = Fields().u32(14, 1).u32(14, 2).body()
+    assert dgram.decode(dgram.encode(DgramKind.FEEDBACK, twice)) is None
 
 
 def test_wrapped_payloads_must_match_their_kind():

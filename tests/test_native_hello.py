@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from punktfunk.native.features import FeatureSet
-from punktfunk.native.hello import (
+from punktfunk.native.wire.features import FeatureSet
+from punktfunk.native.wire.hello import (
     ClientHello,
     HdrMeta,
     LinkFacts,
@@ -15,8 +15,8 @@ from punktfunk.native.hello import (
     ServerHello,
     SessionPreset,
 )
-from punktfunk.native.messages import Mode
-from punktfunk.native.registry import (
+from punktfunk.native.wire.messages import Mode
+from punktfunk.native.wire.registry import (
     EXT_ABR_ACK_REASON,
     IFACE_KIND_ETHERNET,
     ClientCap,
@@ -28,7 +28,7 @@ from punktfunk.native.registry import (
     MediaSuite,
     VideoCap,
 )
-from punktfunk.native.wire import Fields, FrameDecoder, WireError
+from punktfunk.native.wire.tlv import Fields, FrameDecoder, WireError
 
 
 def body_of(frame: bytes) -> bytes:

@@ -9,8 +9,8 @@ import pytest
 from spake2 import SPAKE2_A, SPAKE2_B
 from spake2.parameters.ed25519 import ParamsEd25519
 
-from punktfunk.native.messages import PairChallenge, PairProof, PairRequest, Refused
-from punktfunk.native.pake import (
+from punktfunk.native.wire.messages import PairChallenge, PairProof, PairRequest, Refused
+from punktfunk.native.wire.pake import (
     ClientPairing,
     HostPairing,
     Lockout,
@@ -18,7 +18,7 @@ from punktfunk.native.pake import (
     PairingGate,
     Pake,
 )
-from punktfunk.native.registry import CloseCode
+from punktfunk.native.wire.registry import CloseCode
 
 CLIENT_FP, HOST_FP = bytes([0x11]) * 32, bytes([0x22]) * 32
 

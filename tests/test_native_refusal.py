@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from punktfunk.identity import load_or_create
-from punktfunk.native.dial import ProbeError, pair
-from punktfunk.native.hello import ClientHello
-from punktfunk.native.messages import Mode
-from punktfunk.native.quic import ClientIdentity
-from punktfunk.native.receiver import NativeReceiver
-from punktfunk.native.registry import CloseCode, MediaSuite
-from punktfunk.native.service import NativeHost
+from punktfunk.native.client.dial import ProbeError, pair
+from punktfunk.native.client.receiver import NativeReceiver
+from punktfunk.native.host.service import NativeHost
+from punktfunk.native.wire.hello import ClientHello
+from punktfunk.native.wire.messages import Mode
+from punktfunk.native.wire.quic import ClientIdentity
+from punktfunk.native.wire.registry import CloseCode, MediaSuite
 
 PIN = "2468"
 HELLO = ClientHello(mode=Mode(640, 360, 30), suites=(MediaSuite.AES_128_GCM,), name="probe")

@@ -10,16 +10,16 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from punktfunk.native.packet import MediaHeader, expand_seq, is_media
-from punktfunk.native.registry import (
+from punktfunk.native.wire.packet import MediaHeader, expand_seq, is_media
+from punktfunk.native.wire.registry import (
     MEDIA_EXPORTER_LABEL,
     MEDIA_KEY_PACKETS,
     REPLAY_WINDOW,
     MediaStream,
     MediaSuite,
 )
-from punktfunk.native.replay import ReplayWindow
-from punktfunk.native.seal import (
+from punktfunk.native.wire.replay import ReplayWindow
+from punktfunk.native.wire.seal import (
     MediaKeys,
     MediaOpener,
     MediaSealer,
@@ -67,7 +67,7 @@ def test_packet_numbers_expand_around_the_reference():
 def _openssl_handshake(suite: bytes) -> tuple[str, bytes, object]:
     """An in-memory TLS 1.3 handshake: (cipher, EXPORTER_SECRET from the key log, client)."""
     ssl = pytest.importorskip("OpenSSL.SSL")
-    from punktfunk.native.quic import ClientIdentity
+    from punktfunk.native.wire.quic import ClientIdentity
 
     ident = ClientIdentity.generate("exporter-test")
     log: list[bytes] = []

@@ -10,13 +10,13 @@ import pytest
 from punktfunk import fec
 from punktfunk.encode.base import EncodedFrame, FrameType
 from punktfunk.input.padroute import native_state
-from punktfunk.native.dgram import InputEvent, InputKind
-from punktfunk.native.input import decode_rumble, encode_rumble
-from punktfunk.native.packet import MediaHeader
-from punktfunk.native.reassembly import FrameAssembler
-from punktfunk.native.registry import V2_LAST_BLOCK, MediaStream, MediaSuite, UserFlag
-from punktfunk.native.seal import MediaKeys, MediaOpener, MediaSealer, Role
-from punktfunk.native.sink import BatchSender, NativeVideoSink, split_frame
+from punktfunk.native.client.reassembly import FrameAssembler
+from punktfunk.native.host.sink import BatchSender, NativeVideoSink, split_frame
+from punktfunk.native.wire.dgram import InputEvent, InputKind
+from punktfunk.native.wire.input import decode_rumble, encode_rumble
+from punktfunk.native.wire.packet import MediaHeader
+from punktfunk.native.wire.registry import V2_LAST_BLOCK, MediaStream, MediaSuite, UserFlag
+from punktfunk.native.wire.seal import MediaKeys, MediaOpener, MediaSealer, Role
 
 
 def _frame(data: bytes, index: int, idr: bool = False) -> EncodedFrame:
@@ -192,8 +192,8 @@ def test_batch_sender_delivers_each_datagram(gso):
 
 
 def test_the_probe_infers_the_fec_percentage_from_block_shapes():
-    from punktfunk.native.adaptive import recovery_shards
-    from punktfunk.native.receiver import infer_fec_percent
+    from punktfunk.native.client.receiver import infer_fec_percent
+    from punktfunk.native.wire.adaptive import recovery_shards
 
     def shapes(percent: int, ks: list[int]) -> list[tuple[int, int]]:
         return [(k, recovery_shards(k, percent)) for k in ks]

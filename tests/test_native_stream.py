@@ -41,7 +41,9 @@ def _env(tmp: Path) -> dict[str, str]:
 
 
 class NativeHost:
-    def __init__(self, tmp: Path) -> None:
+    """`punktfunk serve` on the pattern display, native only, on loopback; `extra` adds flags."""
+
+    def __init__(self, tmp: Path, *extra: str) -> None:
         self.tmp = tmp
         self.port = free_udp_port()
         self.log = tmp / "host.log"
@@ -49,7 +51,7 @@ class NativeHost:
             [
                 str(PUNKTFUNK), "serve", "--display", "pattern", "--pin", PIN,
                 "--native-port", str(self.port), "--bind-address", "127.0.0.1",
-                "--monitor-linger-ms", "0",
+                "--monitor-linger-ms", "0", *extra,
             ],
             env=_env(tmp),
             stdout=self.log.open("w"),
@@ -199,9 +201,9 @@ def test_twenty_percent_loss_survives_without_an_idr_storm(host: NativeHost) -> 
 
 def _in_process_client(host: NativeHost, name: str, mode: str, **kwargs: object):
     """A paired NativeReceiver (the probe's engine) in this process, not yet running."""
-    from punktfunk.native.dial import pair
-    from punktfunk.native.probe import ClientStore, client_hello, parse_mode
-    from punktfunk.native.receiver import NativeReceiver
+    from punktfunk.native.client.dial import pair
+    from punktfunk.native.client.probe import ClientStore, client_hello, parse_mode
+    from punktfunk.native.client.receiver import NativeReceiver
 
     store = ClientStore(host.tmp / f"{name}-client")
     addr = ("127.0.0.1", host.port)
@@ -218,7 +220,7 @@ def _wait_decoding(receiver, runner: threading.Thread, size: str, frames: int) -
 
 
 def test_reconfigure_switches_the_mode_mid_session_without_reconnecting(host: NativeHost) -> None:
-    from punktfunk.native.messages import Mode
+    from punktfunk.native.wire.messages import Mode
 
     receiver, _ = _in_process_client(host, "reconfigure", "640x480@30")
     runner = threading.Thread(target=receiver.run, args=(8.0,))
@@ -240,8 +242,8 @@ def test_a_native_gamepad_reaches_shared_memory_and_rumble_comes_back(host: Nati
     import pad_consumer
     from punktfunk.input.base import PadKind
     from punktfunk.input.padroute import native_state
-    from punktfunk.input.pads import SHM_DIR, shm_path
-    from punktfunk.native.quic import fingerprint
+    from punktfunk.input.pads import SHM_DIR
+    from punktfunk.native.wire.quic import fingerprint
     from punktfunk.viewer.keys import PadSnapshot, arrival_event, snapshot_event
 
     rumbles: list[tuple[int, int, int]] = []
@@ -264,7 +266,7 @@ def test_a_native_gamepad_reaches_shared_memory_and_rumble_comes_back(host: Nati
                            st.thumb_lx, st.thumb_ly, st.thumb_rx, st.thumb_ry)  # fmt: skip
         assert (st.thumb_lx, st.thumb_ly, st.right_trigger) == (1000, -2000, 255)
         name = f"pf2-gamepad-{fingerprint(store.identity.cert).hex()[:8]}"
-        seen = pad_consumer.finish(pad_consumer.start(shm_path(SHM_DIR, name, 0), want))
+        seen = pad_consumer.finish(pad_consumer.start(SHM_DIR, name, 0, want))
         assert seen[8:20] == want
         want = (0, pad_consumer.RUMBLE_LARGE * 257, pad_consumer.RUMBLE_SMALL * 257)
         deadline = time.monotonic() + 10

@@ -4,10 +4,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from punktfunk.native.codec import decode_message, encode_input_edge
-from punktfunk.native.dgram import InputEvent, InputKind
-from punktfunk.native.hello import Ready
-from punktfunk.native.messages import (
+from punktfunk.native.wire.codec import decode_message, encode_input_edge
+from punktfunk.native.wire.dgram import InputEvent, InputKind
+from punktfunk.native.wire.hello import Ready
+from punktfunk.native.wire.messages import (
     AudioConfig,
     AudioState,
     BitrateChanged,
@@ -31,7 +31,7 @@ from punktfunk.native.messages import (
     ShardPayloadChanged,
     StreamConfig,
 )
-from punktfunk.native.registry import (
+from punktfunk.native.wire.registry import (
     REFUSED_REASON_MAX,
     AckReason,
     AudioCodec,
@@ -40,7 +40,7 @@ from punktfunk.native.registry import (
     MsgType,
     StreamType,
 )
-from punktfunk.native.wire import (
+from punktfunk.native.wire.tlv import (
     Fields,
     FrameDecoder,
     WireError,

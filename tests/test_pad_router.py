@@ -37,7 +37,7 @@ from punktfunk.input.padroute import (
 from punktfunk.input.pads import ShmPadManager, open_pad_manager
 from punktfunk.input.reports import BUTTON_A, BUTTON_B, DPAD_DOWN, TOUCHPAD_CLICK
 from punktfunk.input.uinput import UinputPadManager
-from punktfunk.native.dgram import InputEvent, InputKind
+from punktfunk.native.wire.dgram import InputEvent, InputKind
 from punktfunk.proto.gamepad import GAMEPAD_PROTO_VERSION, PAD_MAGIC, XUSB_MAGIC
 from test_pads_shm import Consumer
 

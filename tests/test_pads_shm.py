@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import queue
+import re
 import struct
 import subprocess
 import sys
@@ -128,7 +129,8 @@ def test_xbox_state_is_byte_exact_and_rumble_comes_back(
     pads, feedback = manager
     assert isinstance(pads, PadManager) and pads.available
     pads.arrive(2, PadKind.XBOX360)
-    assert pads.path(2).name == "punktfunk-test_session-pad2"
+    assert re.fullmatch(r"punktfunk-test_session-pad2-\d+-[0-9a-f]{16}", pads.path(2).name)
+    assert pads.path(2).stat().st_mode & 0o777 == 0o600
     state = PadState(BUTTON_A | DPAD_UP | START | 0x100000, 10, 250, -12345, 32767, 0, -32768)
     pads.update(2, state)
     consumer = Consumer(pads.path(2))

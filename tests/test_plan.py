@@ -107,7 +107,7 @@ def test_impossible_capture_is_an_error(display: str, capture: str, match: str) 
 @pytest.mark.parametrize(
     "mode",
     [
-        DisplayMode(320, 240, 60),
+        DisplayMode(318, 240, 60),
         DisplayMode(8192, 4320, 60),
         DisplayMode(1920, 1080, 500),
         DisplayMode(1921, 1080, 60),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ctypes
+import os
+import re
 import subprocess
 import sys
 
@@ -107,8 +109,12 @@ def test_token_next_wraps_seq_keeps_generation() -> None:
 
 
 def test_shm_names() -> None:
-    assert frame.shm_name(3, 17) == "pfvd-3-17"
-    assert frame.parse_shm_name("/pfvd-3-17") == (3, 17)
+    name = frame.shm_name(3, 17)
+    assert re.fullmatch(rf"pfvd-3-17-{os.getpid()}-[0-9a-f]{{16}}", name)
+    assert name != frame.shm_name(3, 17)  # unguessable: a fresh token every time
+    assert frame.parse_shm_name("/" + name) == (3, 17, os.getpid())
+    with pytest.raises(ValueError, match="not a punktfunk ring name"):
+        frame.parse_shm_name("pfvd-3-17")  # the old, guessable form
     with pytest.raises(ValueError, match="not a punktfunk ring name"):
         frame.parse_shm_name("pfvd-x-1")
 
@@ -207,7 +213,7 @@ def test_handshake_accepts_own_driver_and_refuses_mismatch() -> None:
 def test_mode_bounds() -> None:
     assert control.mode_error(1920, 1080, 60) is None
     assert control.mode_error(7680, 4320, 24) is None
-    assert "outside" in (control.mode_error(639, 480, 60) or "")
+    assert "outside" in (control.mode_error(319, 480, 60) or "")
     assert "outside" in (control.mode_error(7682, 4320, 60) or "")
     assert "refresh" in (control.mode_error(1920, 1080, 481) or "")
     assert "refresh" in (control.mode_error(1920, 1080, 23) or "")

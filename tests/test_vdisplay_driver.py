@@ -19,6 +19,7 @@ from punktfunk.proto.control import (
     Op,
     Status,
 )
+from punktfunk.proto.frame import shm_name
 from punktfunk.vdisplay.base import DisplayBackend, DisplayMode, MonitorRequest
 from punktfunk.vdisplay.client import DriverError, connect_driver
 from punktfunk.vdisplay.driver import backends
@@ -54,14 +55,14 @@ def test_socket_is_private_and_get_info_is_the_handshake(make_driver) -> None:
         info = conn.get_info()
     control.check_driver_info(info)
     assert info.backend == b"pattern" and info.max_monitors == 8
-    assert (info.min_width, info.max_width, info.max_refresh_hz) == (640, 7680, 480)
+    assert (info.min_width, info.max_width, info.max_refresh_hz) == (320, 7680, 480)
 
 
 def test_modes_outside_the_bounds_are_refused_with_a_reason(make_driver) -> None:
     driver = make_driver()
     with driver.connect() as conn:
         for width, height, hz, words in (
-            (638, 480, 60, "outside 640x480"),
+            (318, 480, 60, "outside 320x180"),
             (7682, 4320, 60, "outside"),
             (1920, 1080, 500, "refresh 500 Hz"),
             (1920, 1080, 23, "refresh 23 Hz"),
@@ -169,9 +170,11 @@ def test_attach_ring_checks_the_monitor_and_the_ring(make_driver) -> None:
     with driver.connect() as conn:
         mon = conn.add(_req())
         with pytest.raises(DriverError, match="not monitor 5's"):
-            conn.attach_ring(mon.monitor_id, mon.generation, "pfvd-5-1", None)
-        with pytest.raises(DriverError, match="cannot open ring"):
+            conn.attach_ring(mon.monitor_id, mon.generation, shm_name(5, 1), None)
+        with pytest.raises(DriverError, match="not a punktfunk ring name"):
             conn.attach_ring(mon.monitor_id, mon.generation, f"pfvd-{mon.monitor_id}-77", None)
+        with pytest.raises(DriverError, match="cannot open ring"):
+            conn.attach_ring(mon.monitor_id, mon.generation, shm_name(mon.monitor_id, 77), None)
         with pytest.raises(DriverError, match="stale lease"):
             conn.attach_ring(mon.monitor_id, mon.generation + 1, "", None)
         r, w = os.pipe()

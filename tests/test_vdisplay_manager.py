@@ -123,7 +123,7 @@ def test_acquire_refuses_a_mode_outside_the_bounds(make_driver) -> None:
     manager = VirtualDisplayManager(driver.config(), DisplayBackend.PATTERN)
     try:
         with pytest.raises(DriverError, match="outside"):
-            manager.acquire(MonitorRequest(DisplayMode(320, 240, 60), False, "x"))
+            manager.acquire(MonitorRequest(DisplayMode(160, 90, 60), False, "x"))
     finally:
         manager.close()
 

@@ -32,6 +32,7 @@ def require_backend(backend: DisplayBackend) -> None:
         package = {
             DisplayBackend.XVFB: "xvfb",
             DisplayBackend.XORG_DUMMY: "xserver-xorg-video-dummy",
+            DisplayBackend.WLROOTS: "sway",
         }[backend]
         message = f"display={backend} is not installed here (apt-get install {package})"
         if os.environ.get("CI"):

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from punktfunk.vdisplay import xauth
 from punktfunk.vdisplay.stamp import HEIGHT, WIDTH, decode_stamp
 from punktfunk.vdisplay.xserver import XServer, make_workdir, start_server
 from punktfunk.viewer.keys import (
@@ -95,8 +96,9 @@ class Host:
 
 
 @pytest.fixture
-def viewer_x() -> Iterator[XServer]:
-    """The viewer's own X server (the 'desk' the viewer window lives on)."""
+def viewer_x(monkeypatch: pytest.MonkeyPatch) -> Iterator[XServer]:
+    """The viewer's own X server (the 'desk' the viewer window lives on; XAUTHORITY names its
+    cookie, as in the viewer user's session)."""
     _require_xvfb()
     w, h = SCREEN
     server = start_server(
@@ -104,6 +106,7 @@ def viewer_x() -> Iterator[XServer]:
         lambda n: ["Xvfb", f":{n}", "-screen", "0", f"{w}x{h}x24", "-nolisten", "tcp"],
         make_workdir("xvfb"),
     )
+    monkeypatch.setenv("XAUTHORITY", str(server.auth_path))
     yield server
     server.stop()
 
@@ -305,6 +308,8 @@ def test_keys_and_clicks_reach_the_hosts_display(tmp_path: Path, viewer_x: XServ
         )
         match = re.search(r"vdisplay\.lease_monitor .*?display=(:\d+)", host.text())
         assert match is not None
+        xauth.use_state_dir(host.tmp / "state")  # the session display's cookie, as its apps
+        xauth.install_xlib_auth()
         session = Display(match.group(1))
         screen = session.screen()
         target = screen.root.create_window(
@@ -442,7 +447,7 @@ def test_scancodes_map_to_the_vks_the_host_places() -> None:
 
 def test_pad_snapshots_decode_on_the_host_as_sent() -> None:
     from punktfunk.input.padroute import native_state
-    from punktfunk.native.dgram import InputEvent
+    from punktfunk.native.wire.dgram import InputEvent
 
     snap = PadSnapshot(buttons=0x1000 | 0x0001, axes=(-32768, -32768, 32767, 100, 32767, 0))
     wire = InputEvent.decode(snapshot_event(3, 200, snap).encode())
@@ -460,4 +465,4 @@ def test_window_positions_map_to_the_stream_surface() -> None:
     assert vp.to_stream((800, 500), (1280, 720)) == (640, 360)
     assert vp.to_stream((0, 0), (1280, 720)) == (0, 0)  # in the bar: clamped to the edge
     ev = move_abs_event((640, 360), (1280, 720))
-    assert (ev.code >> 16, ev.code & 0xFFFF, ev.x, ev.y) == (1280, 720, 640, 360)
+    assert (ev.flags >> 16, ev.flags & 0xFFFF, ev.x, ev.y) == (1280, 720, 640, 360)

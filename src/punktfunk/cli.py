@@ -63,17 +63,6 @@ def _flags(args: argparse.Namespace) -> dict[str, str]:
     return flags
 
 
-def _not_built(what: str) -> Handler:
-    def handler(args: argparse.Namespace, loaded: LoadedConfig) -> int:
-        print(
-            f"punktfunk {args.command}: not built yet — {what}. Nothing was started.",
-            file=sys.stderr,
-        )
-        return EXIT_UNAVAILABLE
-
-    return handler
-
-
 def _config_show(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     state = "found" if loaded.config_file_found else "not present, defaults apply"
     print(f"# host.env: {loaded.config_file} ({state})")
@@ -88,13 +77,13 @@ def _config_show(args: argparse.Namespace, loaded: LoadedConfig) -> int:
 def _doctor(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     from .doctor import run_doctor
 
-    return run_doctor(loaded)
+    return run_doctor(loaded, clean=args.clean)
 
 
 def _serve(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     from .serve import run_serve
 
-    return run_serve(loaded.config)
+    return run_serve(loaded.config, loaded)
 
 
 def _pair(args: argparse.Namespace, loaded: LoadedConfig) -> int:
@@ -109,7 +98,7 @@ def _pair(args: argparse.Namespace, loaded: LoadedConfig) -> int:
 
 
 def _admin(verb: str) -> Handler:
-    """A command answered by the running host over its admin socket (clients, revoke)."""
+    """A command answered by the running host over its admin socket (status, clients, revoke)."""
 
     def handler(args: argparse.Namespace, loaded: LoadedConfig) -> int:
         from .service.admin import AdminError, request
@@ -126,8 +115,13 @@ def _admin(verb: str) -> Handler:
 
 
 def _probe(args: argparse.Namespace, loaded: LoadedConfig) -> int:
-    from .native.probe import ProbeArgs, run_probe
+    from .native.client.probe import ProbeArgs, run_discover, run_probe
 
+    if args.discover is not None:
+        return run_discover(args.discover, as_json=args.json)
+    if args.host is None:
+        print("punktfunk probe: name a HOST, or browse the LAN with --discover", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     return run_probe(
         ProbeArgs(
             host=args.host,
@@ -143,16 +137,28 @@ def _probe(args: argparse.Namespace, loaded: LoadedConfig) -> int:
             client_dir=args.client_dir,
             as_json=args.json,
             seed=args.seed,
+            launch=args.launch,
         )
     )
 
 
-def _add_client_arguments(cmd: argparse.ArgumentParser, bitrate_kbps: int) -> None:
+def _codec_list(text: str) -> str:
+    codecs = [c.strip() for c in text.split(",")]
+    if not all(c in ("h264", "hevc", "av1") for c in codecs):
+        raise argparse.ArgumentTypeError(f"{text!r}: codecs are h264, hevc, av1")
+    return ",".join(codecs)
+
+
+def _add_client_arguments(
+    cmd: argparse.ArgumentParser, bitrate_kbps: int, host_optional: bool = False
+) -> None:
     """What every native client (probe, connect) asks of a host."""
-    cmd.add_argument("host", metavar="HOST", help="the host's address")
+    cmd.add_argument("host", metavar="HOST", nargs="?" if host_optional else None,
+                     help="the host's address")  # fmt: skip
     cmd.add_argument("--port", type=int, default=0, help="its UDP port (default: native_port)")
     cmd.add_argument("--mode", default="1280x720@60", help="WIDTHxHEIGHT@HZ to ask for")
-    cmd.add_argument("--video-codec", default="h264", choices=("h264", "hevc", "av1"))
+    cmd.add_argument("--video-codec", default="h264", type=_codec_list,
+                     help="h264|hevc|av1, or a comma list, preferred first")  # fmt: skip
     cmd.add_argument("--bitrate", type=int, default=bitrate_kbps, help="kbit/s to ask for")
     cmd.add_argument("--suite", default="aes128gcm", choices=("aes128gcm", "chacha20"),
                      help="media AEAD to ask for first")  # fmt: skip
@@ -160,11 +166,21 @@ def _add_client_arguments(cmd: argparse.ArgumentParser, bitrate_kbps: int) -> No
 
 
 def _add_probe_arguments(cmd: argparse.ArgumentParser) -> None:
-    _add_client_arguments(cmd, bitrate_kbps=8000)
+    _add_client_arguments(cmd, bitrate_kbps=8000, host_optional=True)
+    cmd.add_argument(
+        "--discover",
+        type=float,
+        nargs="?",
+        const=3.0,
+        metavar="SECONDS",
+        help="instead of streaming, list the punktfunk hosts that answer on the LAN "
+        "(mDNS _punktfunk._udp) within SECONDS (default 3); exit 1 if none",
+    )
     cmd.add_argument("--seconds", type=float, default=5.0, help="how long to stream")
     cmd.add_argument("--loss", type=float, default=0.0, help="drop this %% of media on receipt")
     cmd.add_argument("--seed", type=int, help="seed for --loss (repeatable runs)")
     cmd.add_argument("--json", action="store_true", help="print one JSON object")
+    cmd.add_argument("--launch", default="", help="the app to stream (an embedded app's title)")
 
 
 def _connect(args: argparse.Namespace, loaded: LoadedConfig) -> int:
@@ -196,6 +212,12 @@ def _add_connect_arguments(cmd: argparse.ArgumentParser) -> None:
                      help="save the window's last picture to this PNG on quitting")  # fmt: skip
 
 
+def _token(args: argparse.Namespace, loaded: LoadedConfig) -> int:
+    from .console.cli import token_command
+
+    return token_command(args, loaded)
+
+
 def _demo(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     from .demo import run_demo
 
@@ -208,7 +230,7 @@ def _vdisplay(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     return run(args, loaded)
 
 
-# (name, help, description, handler or "not built" text)
+# (name, help, description, handler)
 COMMANDS: tuple[tuple[str, str, str, Handler], ...] = (
     (
         "serve",
@@ -237,7 +259,8 @@ COMMANDS: tuple[tuple[str, str, str, Handler], ...] = (
         "pair",
         "enter a client's pairing PIN into the running host",
         "Pair a client: pass the PIN the client shows; it is handed to the running host over "
-        "its local admin socket.",
+        "its local admin socket. On a host with a preset PIN (--pin) it arms a new kept PIN, "
+        "as after a failed attempt disarmed the preset one.",
         _pair,
     ),
     (
@@ -247,6 +270,13 @@ COMMANDS: tuple[tuple[str, str, str, Handler], ...] = (
         "stream for --seconds, decode every frame and print fps, decoded fraction, FEC "
         "recoveries and latencies. Exit 1 if the stream failed.",
         _probe,
+    ),
+    (
+        "status",
+        "show the running host's sessions and health as JSON",
+        "Print the running host's live sessions (both protocols), its listeners' counters and "
+        "its health: uncaught exceptions, service-thread crashes and restarts.",
+        _admin("status"),
     ),
     (
         "clients",
@@ -271,10 +301,11 @@ COMMANDS: tuple[tuple[str, str, str, Handler], ...] = (
         _connect,
     ),
     (
-        "service",
-        "install or run the host as a systemd service",
-        "Install, remove or run the host under systemd (supervised, restarted on failure).",
-        _not_built("service management is not implemented in this version"),
+        "token",
+        "create a bearer token for the management API",
+        "Create a bearer token for scripts using the console's management API: "
+        "`token create --scope read|admin`; printed once, only its hash is kept.",
+        _token,
     ),
     (
         "doctor",
@@ -306,6 +337,16 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "demo":
             cmd.add_argument("--mode", default="1280x720@60", help="WIDTHxHEIGHT@HZ to stream")
             cmd.add_argument("--seconds", type=float, default=0, help="stop after this long")
+        if name == "doctor":
+            cmd.add_argument(
+                "--clean",
+                action="store_true",
+                help="remove what a killed host or driver left in /dev/shm and the state dir",
+            )
+        if name == "token":
+            from .console.cli import add_token_arguments
+
+            add_token_arguments(cmd)
         if name == "revoke":
             cmd.add_argument("fingerprint", metavar="FINGERPRINT", help="hex SHA-256 or prefix")
         if name == "vdisplay":
@@ -326,6 +367,18 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     show.set_defaults(handler=_config_show)
+    from .service.commands import add_arguments as add_service_arguments
+
+    add_service_arguments(
+        sub.add_parser(
+            "service",
+            help="run the host supervised, or install it as a systemd service",
+            description="Run the host under a supervisor (restarts, whole-tree stop, sd_notify) "
+            "and install, remove or inspect its systemd unit. Actions live in "
+            "punktfunk.service.commands.SUBCOMMANDS.",
+        ),
+        common,
+    )
     return parser
 
 
@@ -337,7 +390,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"punktfunk: configuration error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     config = loaded.config
-    setup_logging(config.log_level, config.state_dir if args.command in LONG_RUNNING else None)
+    long_running = args.command in LONG_RUNNING and getattr(args, "long_running", True)
+    setup_logging(config.log_level, config.state_dir if long_running else None)
     log = logging.getLogger("punktfunk.cli")
     for name in loaded.ignored_env:
         event(

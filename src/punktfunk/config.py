@@ -12,12 +12,14 @@ import dataclasses
 import ipaddress
 import os
 import re
+import socket
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .apps import parse_apps
+from .session.limit import SETTING_MAX
 
 ENV_PREFIX = "PUNKTFUNK_"
 CONFIG_ENV = "PUNKTFUNK_CONFIG"
@@ -88,8 +90,11 @@ def _boolean(text: str) -> bool:
     raise ValueError("not a boolean")
 
 
-DISPLAY_BACKENDS = ("auto", "xorg-dummy", "xvfb", "pattern")
+DISPLAY_BACKENDS = ("auto", "xorg-dummy", "xvfb", "pattern", "wlroots")
 _X_DISPLAY = re.compile(r"^[A-Za-z0-9.\-]*:\d+(\.\d+)?$")
+_WAYLAND_ATTACH = re.compile(
+    r"^attach:wayland(:[A-Za-z0-9._\-]+)?$"
+)  # an output of a wlroots session
 
 
 def _display(text: str) -> str:
@@ -97,6 +102,8 @@ def _display(text: str) -> str:
     if value.lower() in DISPLAY_BACKENDS:
         return value.lower()
     if value.startswith("attach:") and _X_DISPLAY.match(value[len("attach:") :]):
+        return value
+    if _WAYLAND_ATTACH.match(value):
         return value
     raise ValueError("not a display backend")
 
@@ -130,9 +137,46 @@ def _bind(text: str) -> str:
     return value
 
 
+def _networks(text: str) -> str:
+    value = text.strip()
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        if part != "loopback":
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(f"{part!r} is not a network") from None
+    return value
+
+
+def _auto_or(parse: Callable[[str], int]) -> Callable[[str], int | None]:
+    def parse_or_auto(text: str) -> int | None:
+        return None if text.strip() == "auto" else parse(text)
+
+    return parse_or_auto
+
+
+def _optional_path(text: str) -> Path | None:
+    return _directory(text) if text.strip() else None
+
+
 def _apps(text: str) -> str:
     parse_apps(text)
     return text.strip()
+
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9._ -]{0,63}")
+
+
+def _host_name(text: str) -> str:
+    value = text.strip()
+    if not _HOST_NAME.fullmatch(value):
+        raise ValueError("letters, digits, spaces, '.', '_' and '-', at most 63")
+    return value
+
+
+def host_name(config: HostConfig) -> str:
+    """The name clients list this host by."""
+    return config.host_name or socket.gethostname()
 
 
 def _directory(text: str) -> Path:
@@ -184,9 +228,11 @@ class HostConfig:
     display: str = _knob(
         _display,
         "auto",
-        "auto|xorg-dummy|xvfb|pattern|attach:<X display>",
+        "auto|xorg-dummy|xvfb|pattern|wlroots|attach:<X display>|attach:wayland[:<output>]",
         "virtual display backend: auto picks xorg-dummy, then xvfb, then the built-in pattern; "
-        "attach:<X display> streams an existing X display",
+        "wlroots gives each client an output of a private headless sway (Wayland); "
+        "attach:<X display> streams an existing X display, attach:wayland[:<output>] an output "
+        "of the wlroots session the host runs in",
     )
     capture: str = _knob(
         _choice("auto", "idd-push", "x11"),
@@ -206,6 +252,14 @@ class HostConfig:
         "auto",
         "auto|h264|hevc|av1",
         "restrict streams to one codec; auto offers every codec the encoder probe proved",
+    )
+    codec_fit: bool = _knob(
+        _boolean,
+        "true",
+        "true|false",
+        "offer and pick only codecs the encoder measurably sustains at the client's mode and "
+        "rate (else HEVC/AV1 fall back to H.264); false offers every codec the probe proved",
+        is_bool=True,
     )
     hdr: str = _knob(
         _choice("auto", "off"),
@@ -239,7 +293,8 @@ class HostConfig:
         _boolean,
         "true",
         "true|false",
-        "announce the GameStream host on the LAN (mDNS _nvstream._tcp) so clients find it",
+        "announce the host on the LAN so clients find it (mDNS _punktfunk._udp, and "
+        "_nvstream._tcp with --gamestream)",
         is_bool=True,
     )
     gamestream_port: int = _knob(
@@ -247,6 +302,13 @@ class HostConfig:
         "47989",
         "1029..65514",
         "GameStream base port (HTTP); HTTPS, RTSP, video, control and audio follow from it",
+    )
+    host_name: str = _knob(
+        _host_name,
+        "",
+        "empty or up to 63 letters, digits, spaces, '.', '_' and '-'",
+        "the name clients list this host by (Moonlight's host list, mDNS); empty: the "
+        "machine's hostname",
     )
     bind_address: str = _knob(
         _bind,
@@ -258,15 +320,30 @@ class HostConfig:
         _pin,
         "",
         "empty or 4-8 digits",
-        "accept GameStream pairing with this PIN without asking (automation); empty: enter "
-        "each PIN with `punktfunk pair <PIN>`",
+        "accept GameStream pairing with this PIN without asking (automation); one failed "
+        "attempt disarms it until `punktfunk pair <PIN>` re-arms one; empty: enter each PIN "
+        "with `punktfunk pair <PIN>`",
         flag="--pin",
+    )
+    pair_cooldown_s: int = _knob(
+        _integer(1, 3600),
+        "60",
+        "1..3600",
+        "seconds pairing stays locked after 3 wrong PINs (both protocols); doubles with each "
+        "lockout in a row, up to an hour",
     )
     apps: str = _knob(
         _apps,
         "",
         "Title=command; Title2=command ...",
-        "extra GameStream apps besides Desktop, each a command run on the session's display",
+        "extra apps besides Desktop, each a command run on the session's display (more: apps_file)",
+    )
+    apps_file: Path | None = _knob(  # noqa: RUF009 - a Path default is immutable enough
+        _optional_path,
+        "",
+        "empty or a file path",
+        "apps with a working dir, prep/undo and detached commands (Sunshine's apps.json "
+        "format; the console edits it); empty: apps.json beside host.env",
     )
     native_port: int = _knob(
         _integer(1, 65535), "9777", "1..65535", "UDP port of the native punktfunk/2 protocol"
@@ -295,12 +372,66 @@ class HostConfig:
         "500..600000",
         "the driver removes every monitor when the host has not pinged it for this long",
     )
+    setup_stage_timeout_ms: int = _knob(
+        _integer(1000, 120_000),
+        "10000",
+        "1000..120000",
+        "a GameStream launch that reaches no new setup stage (RTSP request, control connect, "
+        "first video ping) for this long is ended and its monitor released",
+    )
     test_video_loss_percent: int = _knob(
         _integer(0, 50),
         "0",
         "0..50",
         "testing only: drop this share of GameStream video shards at random before they are "
         "sent, to prove FEC and loss recovery (0 in production)",
+    )
+    test_send_limit: bool = _knob(
+        _boolean,
+        "false",
+        "true|false",
+        "testing only: a token-bucket rate limit on every session's video send path, set while "
+        "running with the admin command `testlimit KBPS|off`, to prove adaptive bitrate",
+        is_bool=True,
+    )
+    console: bool = _knob(
+        _boolean,
+        "true",
+        "true|false",
+        "serve the web console, management API (/api, OpenAPI at /api/openapi.json) and "
+        "Prometheus metrics (/metrics) over HTTPS",
+        is_bool=True,
+    )
+    console_port: int = _knob(
+        _integer(1, 65535), "47990", "1..65535", "TCP port of the console (HTTPS)"
+    )
+    console_bind: str = _knob(
+        _bind,
+        "127.0.0.1",
+        "an IPv4 address",
+        "address the console listens on; 127.0.0.1 keeps it on this machine",
+    )
+    console_allow: str = _knob(
+        _networks,
+        "loopback",
+        "loopback or a comma list of networks",
+        "source addresses the console answers at all (before any login); to reach it from the "
+        "LAN set console_bind to an address there and add the LAN here",
+    )
+    max_sessions: int | None = _knob(
+        _auto_or(_integer(1, SETTING_MAX)),
+        "auto",
+        f"auto|1..{SETTING_MAX}",
+        "most streaming sessions at once (both protocols); a client over it is refused with "
+        "the reason; auto: what the cores and encoder hold (docs/scaling.md)",
+    )
+    session_workers: str = _knob(
+        _choice("auto", "on", "off"),
+        "auto",
+        "auto|on|off",
+        "run each session's media path (capture, encode, FEC, send; punktfunk/2 audio too) in "
+        "its own worker process, either protocol, so sessions scale with cores; auto: on with "
+        "8 or more cores (one process wins below that, docs/scaling.md)",
     )
     log_level: str = _knob(
         _choice("debug", "info", "warning", "error"),
@@ -458,6 +589,8 @@ def load_config(
             origins[name] = Origin("host.env", f"{path}:{line}")
         else:
             origins[name] = Origin("default")
+    if values.get("apps_file") is None:
+        values["apps_file"] = path.parent / "apps.json"  # beside host.env, wherever that is
     config = HostConfig(**values)
     _check_consistency(config, origins)
     known = set(_BY_ENV) | {CONFIG_ENV}

@@ -23,10 +23,10 @@ from pathlib import Path
 
 from .config import HostConfig
 from .identity import load_or_create
-from .native.dial import ProbeError, pair
-from .native.probe import ClientStore, client_hello, parse_mode
-from .native.receiver import NativeReceiver
-from .native.service import NativeHost
+from .native.client.dial import ProbeError, pair
+from .native.client.probe import ClientStore, client_hello, parse_mode
+from .native.client.receiver import NativeReceiver
+from .native.host.service import NativeHost
 from .session.services import HostServices
 
 HISTORY = 600  # latency samples kept for the live percentiles (~10 s at 60 fps)

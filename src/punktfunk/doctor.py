@@ -1,7 +1,8 @@
 """`punktfunk doctor`: what this machine can do, and whether the host's own parts are intact.
 
 Required (exit 1 if broken): the settings parse (checked before we get here) and the driver
-ABI self-check. Everything else is reported with the Debian package that provides it.
+ABI self-check. Everything else is reported with the Debian package that provides it. It also
+lists what a killed host or driver left behind (`leftovers`), and removes it with --clean.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def _tool(name: str, program: str, package: str, purpose: str) -> Check:
 
 def machine_checks() -> list[Check]:
     """Optional capabilities: each missing one disables a feature, never the host."""
+    from .wayland.checks import attach_check, missing_parts, wlroots_check
+
     displays = available_backends()
     return [
         Check(
@@ -47,6 +50,9 @@ def machine_checks() -> list[Check]:
             DisplayBackend.XVFB in displays,
             "Xvfb" if DisplayBackend.XVFB in displays else "missing — apt-get install xvfb",
         ),
+        Check("display wlroots", *wlroots_check()),
+        Check("attach:wayland", *attach_check()),
+        Check("wayland (other)", False, missing_parts()),
         Check("display pattern", True, "built in (the embedded default)"),
         _tool("audio", "pulseaudio", "pulseaudio", "per-session sinks; without it a test tone"),
         _tool("edid-decode", "edid-decode", "edid-decode", "EDID verification in tests"),
@@ -80,7 +86,21 @@ def _row(name: str, status: str, detail: str) -> None:
     print(f"{name:<18} {status:<4} {detail}")
 
 
-def run_doctor(loaded: LoadedConfig) -> int:
+def _leftovers(state: Path, clean: bool) -> None:
+    from . import leftovers
+
+    found = leftovers.sweep(state, "doctor") if clean else leftovers.find(state)
+    if not found:
+        _row("leftovers", "ok", "nothing left behind by a killed host or driver")
+        return
+    total = sum(item.size for item in found) / 1e6
+    verb = "removed" if clean else "found (punktfunk doctor --clean removes them)"
+    _row("leftovers", "ok" if clean else "--", f"{len(found)} {verb}, {total:.1f} MB")
+    for item in found:
+        _row("", "", f"{item.kind} {item.path} ({item.size / 1e6:.1f} MB)")
+
+
+def run_doctor(loaded: LoadedConfig, clean: bool = False) -> int:
     source = "found" if loaded.config_file_found else "not present, defaults apply"
     _row("settings", "ok", f"host.env {loaded.config_file} ({source})")
     try:
@@ -91,9 +111,12 @@ def run_doctor(loaded: LoadedConfig) -> int:
     _row("driver ABI", "ok", lines[0])
     for line in lines[1:]:
         _row("", "", line)
-    for check in machine_checks():
+    from .service.checks import service_checks  # ports, systemd unit, console
+
+    for check in machine_checks() + service_checks(loaded):
         _row(check.name, "ok" if check.ok else "--", check.detail)
     state = loaded.config.state_dir
     _row("state dir", "", f"{state} ({'exists' if state.is_dir() else 'created on first serve'})")
     _row("running as", "", "root" if os.geteuid() == 0 else f"uid {os.geteuid()}")
+    _leftovers(state, clean)
     return 0

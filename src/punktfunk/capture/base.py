@@ -23,6 +23,7 @@ class CaptureError(Exception):
 class CaptureBackend(StrEnum):
     IDD_PUSH = "idd-push"
     X11 = "x11"
+    APP = "app"  # an embedded program's frames (punktfunk.Host), set only by embed/, never resolved
 
     @classmethod
     def resolve(cls, choice: str, display: DisplayBackend) -> CaptureBackend:

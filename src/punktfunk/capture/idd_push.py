@@ -19,6 +19,7 @@ import time
 
 from ..log import event
 from ..proto.frame import GENERATION_BITS, HDR10_DEFAULT, HdrMeta, PixelFormat, shm_name
+from ..vdisplay.base import DisplayBackend
 from ..vdisplay.client import DriverError
 from ..vdisplay.manager import MonitorLease
 from ..vdisplay.ring import FrameRing, RingError, RingReader
@@ -39,6 +40,17 @@ class NoFirstFrame(CaptureError):
     def __init__(self, reason: str, lease: MonitorLease) -> None:
         super().__init__(reason)
         self.lease = lease
+
+
+def _mode_probe(lease: MonitorLease, mode: Mode) -> ModeProbe:
+    output = lease.output
+    if output.backend.is_x11:
+        return XMode(output.display_name)
+    if output.backend is DisplayBackend.WLROOTS:
+        from .wayland_mode import SwayMode
+
+        return SwayMode(lease.environment().get("XDG_RUNTIME_DIR", ""), output.display_name)
+    return FixedMode(mode)
 
 
 def _next_generation() -> int:
@@ -78,7 +90,7 @@ class IddPushCapturer:
         probe: ModeProbe
         mode: Mode = (output.mode.width, output.mode.height, output.hdr)
         try:
-            probe = XMode(output.display_name) if output.backend.is_x11 else FixedMode(mode)
+            probe = _mode_probe(lease, mode)
             self.recovery = Recovery(probe, probe.current() or mode, self._recreate)
             self._recreate(self.recovery.mode)
         except (CaptureError, DriverError, RingError, OSError) as exc:

@@ -17,6 +17,7 @@ from .base import CaptureBackend, CaptureError, Capturer, OutputFormat
 from .idd_push import FIRST_FRAME_TIMEOUT_S, IddPushCapturer, NoFirstFrame
 
 _log = logging.getLogger("punktfunk.capture")
+APP_FIRST_FRAME_S = 10.0
 
 
 def open_capture(
@@ -33,8 +34,26 @@ def open_capture(
             "GPU-resident capture is not available on Linux yet; open with OutputFormat(gpu=False)"
         )
     output = lease.output
+    socket = getattr(lease, "wayland_socket", None)  # attach:wayland: a running compositor
+    if socket is not None:
+        from .wayland import WaylandCapturer
+
+        return WaylandCapturer(
+            socket,
+            output.display_name,
+            fmt,
+            pipeline_depth=pipeline_depth,
+            refresh_hz=max(1, output.mode.refresh_hz),
+        )
+    if backend is CaptureBackend.APP:
+        # An embedded program's frames (`punktfunk.Host`): its ring, nothing to fall back to,
+        # and a program may take a moment to render its first frame at a new mode.
+        return IddPushCapturer(
+            lease, fmt, pipeline_depth=pipeline_depth, first_frame_timeout=APP_FIRST_FRAME_S
+        )
     if backend is CaptureBackend.IDD_PUSH:
-        if not isinstance(lease, MonitorLease):
+        # A media worker's lease proxy attaches through the host: duck-typed on attach_ring.
+        if not isinstance(lease, MonitorLease) and not hasattr(lease, "attach_ring"):
             raise CaptureError(
                 f"capture=idd-push needs a driver monitor, not {output.display_name}"
             )

@@ -1,10 +1,11 @@
-"""The host-owned OUT ring: 3 preallocated frames the capturer writes into in rotation.
+"""The host-owned OUT ring: 4 preallocated frames the capturer writes into in rotation.
 
-With `pipeline_depth=2` the converter and the encoder may each still hold a frame while the
-capturer writes the next, so a delivered frame's pixels stay untouched until two more frames
-have been delivered (slots = depth + 1). `repeat_last()` (nothing new on a static desktop)
-copies the last frame into the next slot instead of handing out the same slot twice, so a
-repeat never overwrites a frame still in flight.
+Capture never waits for the encoder (the session pipeline keeps only the newest frame in a
+latest-wins mailbox), so while the converter reads frame N the capturer may deliver N+1 (into
+the mailbox), replace it with N+2, and write N+3: a delivered frame's pixels stay untouched until
+three more frames have been delivered, enough for a conversion that takes over two frame
+intervals. `repeat_last()` (nothing new on a static desktop) copies the last frame into the next
+slot instead of handing out the same slot twice, so a repeat never overwrites a frame in flight.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 
 from ..proto.frame import PixelFormat
 
-OUT_SLOTS = 3
+OUT_SLOTS = 4
 
 
 def _dtype(fmt: PixelFormat) -> type[np.generic]:

@@ -67,8 +67,11 @@ class BackendSpec:
     hdr_format: OutFormat
     configure: Callable[[StreamSettings], Configured]
     # Changing AVCodecContext.bit_rate on an open context retargets this wrapper's CBR with no
-    # re-init. False: a bitrate change re-opens the encoder (the next frame is an IDR).
+    # re-init. False: a bitrate change re-opens the encoder (the next frame is an IDR)...
     live_bitrate: bool
+    # ...unless the wrapper also re-reads rc_max_rate/rc_buffer_size per frame and they can be
+    # written (`liverate.knobs`): then the whole VBV follows the bitrate with no re-init.
+    live_vbv: bool
     # The wrapper writes HDR10 SEI/metadata OBUs itself from options; otherwise we insert ours.
     native_hdr_metadata: bool
     hw_device: str | None = None  # PyAV HWAccel device type the encoder needs, if any
@@ -257,8 +260,9 @@ def _hardware(
     name = f"{codec}_{backend}"
     live = backend is EncoderBackend.NVENC
     return BackendSpec(
-        backend, codec, name, OutFormat.NV12, OutFormat.P010, configure, live, False, device, hint
-    )
+        backend, codec, name, OutFormat.NV12, OutFormat.P010, configure, live, live, False,
+        device, hint,
+    )  # fmt: skip
 
 
 _NVENC, _VAAPI = "no usable NVENC device", "no usable VA-API device"
@@ -280,8 +284,8 @@ SPECS: dict[tuple[EncoderBackend, Codec], BackendSpec] = {
         _hardware(_B.AMF, _C.H264, _amf_h264, _AMF),
         _hardware(_B.AMF, _C.HEVC, _amf_hevc, _AMF),
         _hardware(_B.AMF, _C.AV1, _amf_av1, _AMF),
-        # x264/x265/SVT-AV1 re-read only bit_rate per frame, not maxrate/bufsize (which PyAV
-        # cannot set on an open context), so their CBR+VBV cannot be re-targeted live: re-open.
+        # FFmpeg's libx264 re-reads bit_rate, maxrate and bufsize per frame (x264_encoder_reconfig,
+        # see liverate.py); libx265 and SVT-AV1 re-read none of them: a change re-opens those.
         # x265 and SVT-AV1 write HDR10 SEI/OBUs themselves from their options.
         BackendSpec(
             _B.SOFTWARE,
@@ -291,6 +295,7 @@ SPECS: dict[tuple[EncoderBackend, Codec], BackendSpec] = {
             OutFormat.YUV420P10,
             _x264,
             live_bitrate=False,
+            live_vbv=True,
             native_hdr_metadata=False,
         ),
         BackendSpec(
@@ -301,6 +306,7 @@ SPECS: dict[tuple[EncoderBackend, Codec], BackendSpec] = {
             OutFormat.YUV420P10,
             _x265,
             live_bitrate=False,
+            live_vbv=False,
             native_hdr_metadata=True,
         ),
         BackendSpec(
@@ -311,6 +317,7 @@ SPECS: dict[tuple[EncoderBackend, Codec], BackendSpec] = {
             OutFormat.YUV420P10,
             _svtav1,
             live_bitrate=False,
+            live_vbv=False,
             native_hdr_metadata=True,
         ),
     )

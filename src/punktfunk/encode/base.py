@@ -89,6 +89,15 @@ class Encoder(Protocol):
         """Access units finished since the last poll, in order; waits up to `timeout` s while
         a submitted frame is still being encoded (so another thread can collect output)."""
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Block up to `timeout` s until a frame submitted now would start converting at once
+        and reach the encoder about when it frees up (never ahead of a busy encoder): the
+        caller then takes its newest frame. True when ready (or failed: submit raises)."""
+
+    def holds_input(self) -> bool:
+        """True while a submitted frame's pixels are still to be read: the capturer must not
+        write into that frame's buffer yet."""
+
     def request_keyframe(self) -> None: ...
     def invalidate_ref_frames(self, first: int, last: int) -> None:
         """Stop referencing frames first..last (or send an IDR where RFI is unsupported)."""

@@ -6,8 +6,13 @@ run inside `submit()` on the caller's thread and `poll()` right after returns it
 N+1 is converted while frame N is encoded (PyAV and numpy release the GIL for the heavy work);
 `submit()` then only enqueues (blocking while both stages are busy), and output appears when the
 encode thread finishes it: `poll(timeout)` waits for it, so one thread can submit while another
-polls. A frame whose size, pixel format or HDR state differs from the last one re-opens the
-encoder on that frame (its first output is an IDR); callers see no difference.
+polls. A caller that pulls frames (the session pipeline) asks `wait_ready()` first: it returns
+once nothing waits for the encoder and the frame being encoded is about one conversion time
+from done, so the next frame is converted just in time and never queues behind a busy encoder.
+A frame whose size, pixel format or HDR state differs from the last one re-opens the encoder
+on that frame (its first output is an IDR); callers see no difference. A bitrate change is
+applied live where the wrapper allows it (bitrate and VBV together, `liverate.py`: libx264,
+nvenc), else by a re-open.
 
 Outputs are access units as the encoder wrote them (Annex-B for H.264/HEVC, a temporal unit of
 OBUs for AV1), patched on IDRs so that every IDR carries its parameter sets (SPS/PPS/VPS, or the
@@ -36,6 +41,7 @@ from . import bitstream as bs
 from .backends import BackendSpec, EncoderError, StreamSettings, open_codec
 from .base import EncodedFrame, EncoderCaps, FrameType
 from .convert import Converter, Cursor, Method, selftest
+from .liverate import RateKnobs, knobs
 
 _log = logging.getLogger("punktfunk.encode.pyav")
 
@@ -96,6 +102,10 @@ class _Flush:
 
 
 _STOP = None
+_EWMA = 0.2  # weight of the newest sample in the convert/encode time estimates
+# Start converting this much before the estimates say the encoder frees up: an encoder left
+# idle by a late conversion costs throughput, one done early makes its frame wait.
+_LEAD_MARGIN_S = 0.002
 
 
 class PyAVEncoder:
@@ -123,6 +133,7 @@ class PyAVEncoder:
         self._cc: av.VideoCodecContext | None = None
         self._shape: _Shape | None = None
         self._cc_bitrate = 0
+        self._knobs: RateKnobs | None = None  # the open context's VBV, where it can be written
         self._cc_meta: HdrMeta | None = None
         self._cc_frames = 0
         self._pending: dict[int, tuple[int, int]] = {}  # codec pts -> (index, capture_ns)
@@ -131,6 +142,13 @@ class PyAVEncoder:
         self._out: deque[EncodedFrame] = deque()
         self._ready = threading.Condition()  # signalled when output lands or a stage fails
         self._emitted = 0  # access units produced; _next_index - _emitted are in flight
+        # Pull gate (depth 2): frames submitted but not yet started by the encode stage, when
+        # the running encode started, and smoothed stage times (s) to time the next convert.
+        self._queued = 0
+        self._inputs_held = 0  # submitted frames whose pixels are not converted yet
+        self._encode_started: float | None = None
+        self._est_convert_s = 0.0
+        self._est_encode_s = 0.0
         self.timings: deque[tuple[float, float]] = deque(maxlen=4096)  # (convert, encode) ms
         self._error: BaseException | None = None
         self._threads: list[threading.Thread] = []
@@ -152,13 +170,29 @@ class PyAVEncoder:
         self._raise_failure()
         index = self._next_index
         self._next_index += 1
+        with self._ready:
+            self._inputs_held += 1
+            self._queued += 1 if self._threads else 0
         if self._threads:
             self._frames.put((frame, index))
             return
         try:
-            self._encode_job(self._convert(frame, index))
+            try:
+                job = self._convert(frame, index)
+            finally:
+                self._release_input()
+            self._encode_job(job)
         except (ValueError, av.FFmpegError) as exc:
             raise EncoderError(f"{self.spec.encoder}: {exc}") from exc
+
+    def holds_input(self) -> bool:
+        """True while a submitted frame's pixels are still to be read (converted)."""
+        with self._ready:
+            return self._inputs_held > 0
+
+    def _release_input(self) -> None:
+        with self._ready:
+            self._inputs_held -= 1
 
     def poll(self, timeout: float = 0.0) -> list[EncodedFrame]:
         """Access units finished since the last poll, in order. With pipeline depth 2 they
@@ -174,6 +208,32 @@ class PyAVEncoder:
         while self._out:
             out.append(self._out.popleft())
         return out
+
+    def wait_ready(self, timeout: float) -> bool:
+        """See `Encoder.wait_ready`. Depth 1 converts and encodes inside submit(): always ready.
+        Depth 2: ready when no submitted frame is still waiting for the encode stage and the
+        running encode (if any) should end within the expected conversion time."""
+        if not self._threads:
+            return True
+        deadline = time.perf_counter() + timeout
+        with self._ready:
+            while True:
+                now = time.perf_counter()
+                wait = self._not_ready_for(now)
+                if wait <= 0 or self._error is not None:
+                    return True
+                if now >= deadline:
+                    return False
+                self._ready.wait(min(wait, deadline - now))
+
+    def _not_ready_for(self, now: float) -> float:
+        """Seconds until the pull gate opens (inf: until the encode stage takes a frame)."""
+        if self._queued > 0:
+            return float("inf")
+        if self._encode_started is None:
+            return 0.0
+        remaining = self._est_encode_s - (now - self._encode_started)
+        return remaining - self._est_convert_s - _LEAD_MARGIN_S
 
     def request_keyframe(self) -> None:
         with self._lock:
@@ -221,7 +281,12 @@ class PyAVEncoder:
             self._threads = []
         if self._cc is not None:
             self._cc.encode(None)  # an orderly end of stream (SVT-AV1 complains otherwise)
-            self._cc = None  # PyAV frees the codec context with its last reference
+            self._cc = self._knobs = None  # PyAV frees the context with its last reference
+        # The converter's swscale context owns a libavutil worker thread and frame-sized
+        # buffers: an encoder object kept around after close() must not keep them too.
+        self._converter = self._converter_shape = None
+        self._pending.clear()
+        self._headers = []
         self._out.clear()
 
     # --- helpers --------------------------------------------------------------------------------
@@ -292,11 +357,15 @@ class PyAVEncoder:
                 if item is _STOP:
                     return
                 continue
-            if self._error is None:
-                try:
-                    self._jobs.put(self._convert(*item))
-                except BaseException as exc:  # surfaced by the next submit/poll
-                    self._fail(exc)
+            try:
+                job = self._convert(*item) if self._error is None else None
+            except BaseException as exc:  # surfaced by the next submit/poll
+                self._fail(exc)
+                continue
+            finally:
+                self._release_input()
+            if job is not None:
+                self._jobs.put(job)
 
     # --- encode stage ---------------------------------------------------------------------------
     def _encode_loop(self) -> None:
@@ -304,6 +373,11 @@ class PyAVEncoder:
             job = self._jobs.get()
             if job is _STOP:
                 return
+            if isinstance(job, _Job):
+                with self._ready:
+                    self._queued -= 1
+                    self._encode_started = time.perf_counter()
+                    self._ready.notify_all()
             try:
                 if isinstance(job, _Flush):
                     self._drain()
@@ -314,6 +388,13 @@ class PyAVEncoder:
             finally:
                 if isinstance(job, _Flush):
                     job.done.set()
+                else:
+                    with self._ready:
+                        # The whole stage (a re-open, output handling) paces the next frame.
+                        took = time.perf_counter() - (self._encode_started or 0.0)
+                        self._est_encode_s += _EWMA * (took - self._est_encode_s)
+                        self._encode_started = None
+                        self._ready.notify_all()
 
     def _encode_job(self, job: _Job) -> None:
         with self._lock:
@@ -324,10 +405,8 @@ class PyAVEncoder:
             self._drain()
             self._open(job.shape, bitrate, meta, reason)
         assert self._cc is not None
-        if bitrate != self._cc_bitrate:  # only live_bitrate backends get here
-            self._cc.bit_rate = bitrate * 1000
-            self._cc_bitrate = bitrate
-            event(_log, "encode.bitrate", encoder=self.spec.encoder, kbps=bitrate, reinit=False)
+        if bitrate != self._cc_bitrate:  # only live backends get here
+            self._retarget(job.shape, bitrate, meta)
         if job.shape.hdr and meta != self._cc_meta:  # injected SEI: new values need an IDR
             self._cc_meta, want_idr = meta, True
         pts = self._cc_frames
@@ -340,6 +419,8 @@ class PyAVEncoder:
         start = time.perf_counter()
         packets = self._cc.encode(job.yuv)
         self.timings.append((job.convert_ms, (time.perf_counter() - start) * 1e3))
+        with self._ready:
+            self._est_convert_s += _EWMA * (job.convert_ms / 1e3 - self._est_convert_s)
         self._collect(packets)
 
     def _reinit_reason(self, shape: _Shape, bitrate: int, meta: HdrMeta) -> str | None:
@@ -347,7 +428,7 @@ class PyAVEncoder:
             return "first frame" if self._shape is None else "after flush"
         if shape != self._shape:
             return f"stream changed {self._describe(self._shape)} -> {self._describe(shape)}"
-        if bitrate != self._cc_bitrate and not self.spec.live_bitrate:
+        if bitrate != self._cc_bitrate and not self._live():
             return f"bitrate {self._cc_bitrate} -> {bitrate} kbps"
         if shape.hdr and meta != self._cc_meta and self.spec.native_hdr_metadata:
             return "HDR metadata changed"
@@ -360,8 +441,11 @@ class PyAVEncoder:
         dynamic = "HDR10" if shape.hdr else ("SDR(from HDR)" if shape.source_hdr else "SDR")
         return f"{shape.width}x{shape.height}/{shape.pixel_format.name}/{dynamic}"
 
-    def _open(self, shape: _Shape, bitrate: int, meta: HdrMeta, reason: str) -> None:
-        settings = StreamSettings(
+    def _live(self) -> bool:
+        return self.spec.live_bitrate or (self.spec.live_vbv and self._knobs is not None)
+
+    def _settings(self, shape: _Shape, bitrate: int, meta: HdrMeta) -> StreamSettings:
+        return StreamSettings(
             shape.width,
             shape.height,
             self.params.fps,
@@ -370,7 +454,25 @@ class PyAVEncoder:
             meta,
             self.params.threads,
         )
+
+    def _retarget(self, shape: _Shape, bitrate: int, meta: HdrMeta) -> None:
+        """A new bitrate on the open encoder: bit_rate, and the VBV the backend opens with at
+        that rate (one frame's worth), which the wrapper reconfigures on the next frame."""
+        assert self._cc is not None
+        self._cc.bit_rate = bitrate * 1000
+        vbv = False
+        if self._knobs is not None:
+            options = self.spec.configure(self._settings(shape, bitrate, meta)).options
+            if "maxrate" in options and "bufsize" in options:
+                vbv = self._knobs.set(int(options["maxrate"]), int(options["bufsize"]))
+        self._cc_bitrate = bitrate
+        event(_log, "encode.bitrate", encoder=self.spec.encoder, kbps=bitrate, reinit=False,
+              vbv=vbv)  # fmt: skip
+
+    def _open(self, shape: _Shape, bitrate: int, meta: HdrMeta, reason: str) -> None:
+        settings = self._settings(shape, bitrate, meta)
         self._cc = open_codec(self.spec, settings, self.params.device)
+        self._knobs = knobs(self._cc) if self.spec.live_vbv else None
         self._shape, self._cc_bitrate, self._cc_meta = shape, bitrate, meta
         self._cc_frames = 0
         self._headers = []
@@ -391,7 +493,7 @@ class PyAVEncoder:
         if self._cc is None:
             return
         self._collect(self._cc.encode(None))
-        self._cc = None
+        self._cc = self._knobs = None
         self._pending.clear()
 
     def _collect(self, packets: list[av.Packet]) -> None:

@@ -1,4 +1,5 @@
-"""Forward error correction for both wire protocols: Reed-Solomon over GF(2^8), polynomial 0x11D.
+"""Forward error correction for both wire protocols: Reed-Solomon over GF(2^8), polynomial 0x11D,
+and for punktfunk/2 video from a Rust host also GF(2^16) Leopard-RS (gf16: FEC scheme 1).
 
 - Video: systematic RS with the Cauchy parity matrix Moonlight clients decode with (nanors):
   parity row j, column i = 1 / ((P + i) XOR j), any D data + P parity with D + P <= 255.
@@ -27,6 +28,7 @@ from punktfunk.fec.audio import (
     audio_recover,
 )
 from punktfunk.fec.errors import FecError, UnrecoverableBlock
+from punktfunk.fec.gf16 import MAX_SHARDS_16, gf16_parity, gf16_recover
 from punktfunk.fec.video import (
     video_matrix,
     video_parity,
@@ -40,6 +42,7 @@ __all__ = [
     "AUDIO_MATRIX",
     "AUDIO_PARITY_SHARDS",
     "MAX_SHARDS",
+    "MAX_SHARDS_16",
     "Backend",
     "BytesLike",
     "FecError",
@@ -49,6 +52,8 @@ __all__ = [
     "available_backends",
     "default_backend",
     "get_backend",
+    "gf16_parity",
+    "gf16_recover",
     "video_matrix",
     "video_parity",
     "video_parity_count",

@@ -99,6 +99,50 @@ def parse_rfi(payload: bytes) -> tuple[int, int]:
     return first, last
 
 
+FEC_STATUS_LEN = 21
+_FEC_STATUS = struct.Struct(">IHHHHHHHBBB")
+
+
+@dataclass(frozen=True)
+class FecStatus:
+    """SS_FRAME_FEC_STATUS (moonlight-common-c Video.h, packed, big-endian fields): the final
+    state of one FEC block of a frame, sent only when the client had to repair it or could
+    not (RtpVideoQueue.c reportFinalFrameFecStatus)."""
+
+    frame_index: int
+    highest_seq: int
+    next_contiguous_seq: int
+    missing_before_highest: int
+    total_data: int
+    total_parity: int
+    received_data: int
+    received_parity: int
+    fec_percentage: int
+    block_index: int
+    block_count: int
+
+    @property
+    def lost(self) -> int:
+        """Shards of this block that never arrived (bounded by the block's size). A repaired
+        block is reported as soon as it could be, before its last parity shards were due: only
+        the gaps below the highest shard received count then."""
+        total = self.total_data + self.total_parity
+        if not self.unrecoverable:
+            return min(total, self.missing_before_highest)
+        short = total - self.received_data - self.received_parity
+        return min(total, max(self.missing_before_highest, short, 0))
+
+    @property
+    def unrecoverable(self) -> bool:
+        return self.received_data + self.received_parity < self.total_data
+
+
+def parse_fec_status(payload: bytes) -> FecStatus:
+    if len(payload) < FEC_STATUS_LEN:
+        raise ControlError(f"FEC status payload of {len(payload)} bytes")
+    return FecStatus(*_FEC_STATUS.unpack_from(payload))
+
+
 def termination(code: int = TERMINATION_GRACEFUL) -> tuple[int, bytes]:
     return MsgType.TERMINATION, struct.pack(">I", code)
 

@@ -18,9 +18,12 @@ from pathlib import Path
 from ..apps import AppList
 from ..encode.base import Codec
 from ..identity import HostIdentity
-from ..log import event
-from ..session.plan import ClientRequest, PlanError
-from ..session.source import SessionServices
+from ..log import Throttle, event
+from ..session.limit import SessionLimit
+from ..session.plan import TYPICAL_MODE, ClientRequest, PlanError
+from ..session.remote import GAMESTREAM_TARGET, RemoteSource, WorkerOpenError
+from ..session.source import SessionServices, VideoSource
+from ..supervise import supervised_thread
 from ..vdisplay.base import DisplayMode
 from .control_server import ControlHandlers, ControlServer
 from .httpd import NvHttpServers
@@ -43,6 +46,7 @@ from .rtsp import (
     DescribeCaps,
     RtspCipher,
     RtspError,
+    RtspRequest,
     build_response,
     describe_body,
     parse_announce,
@@ -55,7 +59,7 @@ from .trust import TrustStore
 
 _log = logging.getLogger("punktfunk.gamestream.host")
 
-LAUNCH_TIMEOUT_S = 30.0
+SETUP_STAGE_TIMEOUT_S = 10.0
 BITSTREAM_CODEC = {0: Codec.H264, 1: Codec.HEVC, 2: Codec.AV1}
 
 
@@ -83,6 +87,8 @@ def codec_mask(codecs: frozenset[Codec], hdr: frozenset[Codec]) -> int:
 
 
 class GameStreamHost:
+    limit: SessionLimit | None = None  # max_sessions, shared with the native host (serve sets it)
+
     def __init__(
         self,
         identity: HostIdentity,
@@ -95,9 +101,16 @@ class GameStreamHost:
         apps: AppList | None = None,
         opus_factory: Callable[[int, bool, int], Callable[[bytes], bytes]] | None = None,
         video_loss_percent: int = 0,
+        setup_stage_timeout_s: float = SETUP_STAGE_TIMEOUT_S,
+        hostname: str | None = None,
+        workers: bool = False,
     ) -> None:
         self.services = services
+        self._setup_timeout_s = setup_stage_timeout_s
         self._video_loss_percent = video_loss_percent
+        # Each session's capture, encode, FEC and send in a worker process of its own (the
+        # simulated loss of tests lives in this process's sink: those stay here).
+        self.workers = workers and not video_loss_percent
         self.trust = TrustStore(state_dir / "gamestream" / "clients")
         self._pins = pins
         self._apps = apps or AppList()
@@ -107,10 +120,11 @@ class GameStreamHost:
         self._sessions: dict[str, StreamSession] = {}  # by client cert fingerprint
         self._stop = threading.Event()
         facts = HostFacts(
-            hostname=socket.gethostname(),
+            hostname=hostname or socket.gethostname(),
             unique_id=identity.unique_id,
             mac="00:00:00:00:00:00",
-            codec_mask=codec_mask(services.codecs(), services.hdr_codecs()),
+            # Moonlight reads this before it names its mode: judged at the typical 1080p60.
+            codec_mask=codec_mask(services.sustainable_codecs(TYPICAL_MODE), services.hdr_codecs()),
             http_port=ports.http,
             https_port=ports.https,
             rtsp_port=ports.rtsp,
@@ -119,7 +133,11 @@ class GameStreamHost:
             current_app=self._current_app, launch=self._launch, cancel=self._cancel
         )
         self.core = NvHttpCore(
-            facts, PairingCore(identity, self.trust), self._apps, hooks, pins.wait_for_pin
+            facts,
+            PairingCore(identity, self.trust, lock=pins.lock, pins=pins),
+            self._apps,
+            hooks,
+            pins.wait_for_pin,
         )
         cert_and_key = (identity_dir / "host.crt", identity_dir / "host.key")
         self.http = NvHttpServers(
@@ -134,7 +152,8 @@ class GameStreamHost:
             ControlHandlers(self._control_connect, self._control_packet, self._control_gone),
         )
         self._ports = ports
-        self._watchdog = threading.Thread(target=self._watch, name="gs-watchdog", daemon=True)
+        self._watchdog = supervised_thread("gs-watchdog", self._watch, self._stop)
+        self._throttle = Throttle()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -172,16 +191,25 @@ class GameStreamHost:
 
     def _watch(self) -> None:
         while not self._stop.wait(0.5):
-            now = time.monotonic()
+            # Before ANNOUNCE a launch holds no monitor: forgetting it is all it takes.
             with self._lock:
-                expired = [
-                    ip for ip, p in self._pending.items() if now - p.created > LAUNCH_TIMEOUT_S
-                ]
-                for ip in expired:
-                    del self._pending[ip]
-                    event(_log, "launch.expired", client=ip, reason="no RTSP handshake in time")
+                for ip, pending in list(self._pending.items()):
+                    reason = pending.stalled(self._setup_timeout_s)
+                    if reason is not None and not pending.announced:
+                        del self._pending[ip]
+                        event(
+                            _log,
+                            "launch.expired",
+                            logging.WARNING,
+                            client=pending.client_name,
+                            address=ip,
+                            reason=reason,
+                        )
             for session in self.sessions():
-                if (
+                reason = session.launch.stalled(self._setup_timeout_s)
+                if reason is not None:
+                    session.end(reason)
+                elif (
                     session.control_peer is not None
                     and session.control_idle_s() > CONTROL_TIMEOUT_S
                 ):
@@ -203,6 +231,9 @@ class GameStreamHost:
             old = self._sessions.get(client_fp)
         if old is not None and not params.resume:
             old.end("client launched a new stream")
+        refusal = self.limit.refusal("gamestream", name) if self.limit and old is None else None
+        if refusal is not None:
+            return LaunchResult.BUSY, refusal
         # The HTTPS request's source address is where RTSP will come from.
         with self._lock:
             self._pending[client_ip] = PendingLaunch(client_fp, name, client_ip, params)
@@ -239,29 +270,52 @@ class GameStreamHost:
             raise RtspError(403, "no launch pending for this client")
         if pending.params.core_version >= 1 and not encrypted:
             raise RtspError(403, "this launch requires encrypted RTSP")
-        if req.method == "OPTIONS":
+        reply = self._rtsp_reply(req.method, req, pending)
+        pending.reach(f"RTSP {req.method}")
+        return reply
+
+    def _rtsp_reply(self, method: str, req: RtspRequest, pending: PendingLaunch) -> bytes:
+        if method == "OPTIONS":
             return build_response(req.cseq)
-        if req.method == "DESCRIBE":
+        if method == "DESCRIBE":
+            # moonlight-common-c picks its codec from this reply (AV1 rtpmap, else the HEVC
+            # VPS marker, else H.264) and only then ANNOUNCEs it: the last point at which the
+            # host can steer it, with the mode from /launch known. Unsustainable codecs stay out.
+            params = pending.params
+            mode = DisplayMode(params.width, params.height, params.fps or 60)
+            offered = self.services.sustainable_codecs(mode)
+            withheld = self.services.codecs() - offered
+            if withheld:
+                event(_log, "rtsp.codecs_withheld", client=pending.client_ip, mode=mode,
+                      withheld="|".join(sorted(withheld)), offered="|".join(sorted(offered)),
+                      reason="the encoder cannot hold the mode's rate")  # fmt: skip
             caps = DescribeCaps(
-                hevc=Codec.HEVC in self.services.codecs(),
-                av1=Codec.AV1 in self.services.codecs(),
+                hevc=Codec.HEVC in offered,
+                av1=Codec.AV1 in offered,
                 rfi=self.services.supports_rfi(),
             )
             return build_response(req.cseq, body=describe_body(caps))
-        if req.method == "SETUP":
+        if method == "SETUP":
             return self._setup(req.cseq, stream_type(req.target), pending)
-        if req.method == "ANNOUNCE":
-            if pending.announced:
-                raise RtspError(400, "this launch was already announced")
-            self._announce(pending, req.body, req.headers.get("host", ""))
+        if method == "ANNOUNCE":
+            # Announced from here on, so the deadline leaves a monitor that opens slowly alone.
+            with self._lock:
+                if pending.announced:
+                    raise RtspError(400, "this launch was already announced")
+                pending.announced = True
+            try:
+                self._announce(pending, req.body, req.headers.get("host", ""))
+            except BaseException:
+                pending.announced = False
+                raise
             return build_response(req.cseq)
-        if req.method == "PLAY":
+        if method == "PLAY":
             # The handshake is complete; the launch has become a session.
             with self._lock:
-                if self._pending.get(client_ip) is pending:
-                    del self._pending[client_ip]
+                if self._pending.get(pending.client_ip) is pending:
+                    del self._pending[pending.client_ip]
             return build_response(req.cseq)
-        raise RtspError(404, f"unsupported RTSP method {req.method}")
+        raise RtspError(404, f"unsupported RTSP method {method}")
 
     def _setup(self, cseq: str, kind: str, pending: PendingLaunch) -> bytes:
         headers = {"Session": f"{SESSION_ID};timeout = 90"}
@@ -283,12 +337,17 @@ class GameStreamHost:
         codec = BITSTREAM_CODEC.get(negotiation.codec)
         if codec is None or codec not in self.services.codecs():
             raise RtspError(400, f"bitStreamFormat {negotiation.codec} is not offered")
-        request = ClientRequest(
-            DisplayMode(negotiation.width, negotiation.height, negotiation.fps),
-            codec,
-            negotiation.hdr,
-            negotiation.bitrate_kbps,
+        mode = DisplayMode(negotiation.width, negotiation.height, negotiation.fps)
+        # The codec is the client's (its decoder is set up for it); what DESCRIBE withheld
+        # from its choice is this session's downgrade, so say so with the plan.
+        withheld = sorted(self.services.codecs() - self.services.sustainable_codecs(mode))
+        notes = (
+            (f"{'|'.join(withheld)} not offered at DESCRIBE: cannot hold {mode}",)
+            if withheld and codec not in withheld
+            else ()
         )
+        request = ClientRequest(mode, codec, negotiation.hdr, negotiation.bitrate_kbps,
+                                notes=notes, app=pending.params.app.title)  # fmt: skip
         session = StreamSession(
             pending,
             negotiation,
@@ -301,49 +360,72 @@ class GameStreamHost:
             self._video_loss_percent,
         )
         try:
-            source = self.services.open_video(request, pending.client_fp[:16])
+            source = self._open_source(request, pending.client_fp[:16], session)
         except PlanError as exc:
             raise RtspError(400, f"cannot stream as asked: {exc}") from exc
+        except WorkerOpenError as exc:
+            raise RtspError(503, f"cannot stream: {exc}") from exc
         session.start(source)
-        pending.announced = True
+        pending.reach("RTSP ANNOUNCE")  # before the watchdog can see the session
         with self._lock:
             self._sessions[pending.client_fp] = session
 
+    def _open_source(
+        self, request: ClientRequest, client_id: str, session: StreamSession
+    ) -> VideoSource:
+        if not self.workers:
+            return self.services.open_video(request, client_id)
+        return RemoteSource(self.services, request, client_id, session.name, session.stats,  # type: ignore[return-value]
+                            audio=False, target=GAMESTREAM_TARGET)  # fmt: skip
+
     def _session_ended(self, session: StreamSession, reason: str) -> None:
+        launch = session.launch
         with self._lock:
-            if self._sessions.get(session.launch.client_fp) is session:
-                del self._sessions[session.launch.client_fp]
+            if self._sessions.get(launch.client_fp) is session:
+                del self._sessions[launch.client_fp]
+            if self._pending.get(launch.client_ip) is launch:  # ended before its PLAY
+                del self._pending[launch.client_ip]
         if session.control_peer is not None:
             self.control.disconnect(session.control_peer)
 
     # --- media and control ----------------------------------------------------------------
 
-    def _by_payload(self, payload: bytes) -> StreamSession | None:
-        return next((s for s in self.sessions() if s.launch.ping_payload == payload), None)
+    def _by_payload(self, payload: bytes, addr: tuple[str, int]) -> StreamSession | None:
+        """The session a media ping starts: its payload is the session's secret, and it must
+        come from the address that launched it, so nobody can turn a stream elsewhere."""
+        session = next((s for s in self.sessions() if s.launch.ping_payload == payload), None)
+        if session is not None and session.launch.client_ip != addr[0]:
+            self._throttle.event(
+                _log,
+                "media.foreign_ping",
+                logging.WARNING,
+                client=addr[0],
+                session=session.name,
+                reason="not the launching address",
+            )
+            return None
+        return session
 
     def _video_ping(self, payload: bytes, addr: tuple[str, int]) -> None:
-        session = self._by_payload(payload)
+        session = self._by_payload(payload, addr)
         if session is not None:
+            session.launch.reach("first video ping")
             session.on_video_ping(addr)
 
     def _audio_ping(self, payload: bytes, addr: tuple[str, int]) -> None:
-        session = self._by_payload(payload)
+        session = self._by_payload(payload, addr)
         if session is not None:
             session.on_audio_ping(addr)
 
     def _control_connect(self, peer: int, data: int, client_ip: str) -> None:
         session = next((s for s in self.sessions() if s.launch.connect_data == data), None)
         if session is None:
-            event(
-                _log,
-                "control.unknown_peer",
-                logging.WARNING,
-                client=client_ip,
-                reason="connect data matches no session",
-            )
+            self._throttle.event(_log, "control.unknown_peer", logging.WARNING, client=client_ip,
+                                 reason="connect data matches no session")  # fmt: skip
             self.control.disconnect(peer)
             return
         event(_log, "control.connected", session=session.name)
+        session.launch.reach("control connect")
         session.on_control_connected(peer)
 
     def _session_of_peer(self, peer: int) -> StreamSession | None:

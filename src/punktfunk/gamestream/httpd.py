@@ -1,9 +1,13 @@
-"""Socket shell for nvhttp: a plain HTTP and an HTTPS listener, one thread per request.
+"""Socket shell for nvhttp: a plain HTTP and an HTTPS listener, served by bounded worker pools.
 
 HTTPS presents the host certificate (the one clients pinned at pairing) and asks for a client
 certificate; only certificates in the trust store verify, so an unpaired client's TLS handshake
 fails and it falls back to plain HTTP as Moonlight clients do. The TLS context is rebuilt when
 the trust store changes, so a client paired a moment ago is trusted on its next connection.
+
+Connections pass a `ConnectionGate` (per-address cap, bounded workers and backlog, a deadline
+for the TLS handshake and the request): idle or slow connections are closed by the host, and a
+flood from one address leaves everyone else served.
 """
 
 from __future__ import annotations
@@ -13,22 +17,41 @@ import socket
 import ssl
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from cryptography import x509
 
 from ..log import event
+from ..supervise import supervised_thread
 from .nvhttp import HttpRequest, NvHttpCore
+from .tcpguard import ConnectionGate
 from .trust import TrustStore, fingerprint
 
 _log = logging.getLogger("punktfunk.gamestream.httpd")
 
 
+# Per read or write; above the gate's request deadline, which is what ends an idle request.
+IO_TIMEOUT_S = 30.0
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _NvServer
     protocol_version = "HTTP/1.1"
+    timeout = IO_TIMEOUT_S  # per read/write; the gate's deadline bounds the request as a whole
+
+    def handle(self) -> None:
+        # One request per connection (every reply says Connection: close): a kept-alive
+        # connection would be a second, deadline-free request.
+        self.handle_one_request()
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        # The request line and headers are in (GET has no body): the client-controlled part
+        # is over, and a pairing request may now wait for its PIN as long as pairing allows.
+        self.server.gate.request_read(self.connection)
+        return ok
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
@@ -65,8 +88,7 @@ class _Handler(BaseHTTPRequestHandler):
         _log.debug("%s " + format, self.client_address[0], *args)
 
 
-class _NvServer(ThreadingHTTPServer):
-    daemon_threads = True
+class _NvServer(HTTPServer):
     allow_reuse_address = True
     request_queue_size = 64
 
@@ -83,7 +105,21 @@ class _NvServer(ThreadingHTTPServer):
         self._ctx: ssl.SSLContext | None = None
         self._ctx_bundle: bytes | None = None
         self._ctx_lock = threading.Lock()
+        self.gate = ConnectionGate(
+            "https" if tls else "http", lambda sock, addr: self._serve_one(sock, addr)
+        )
         super().__init__(address, _Handler)
+
+    def process_request(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
+        self.gate.submit(request, client_address)  # type: ignore[arg-type]
+
+    def _serve_one(self, request: socket.socket, client_address: tuple[str, int]) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
 
     def _context(self) -> ssl.SSLContext:
         assert self.tls is not None
@@ -93,6 +129,10 @@ class _NvServer(ThreadingHTTPServer):
                 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
                 ctx.load_cert_chain(str(self.tls[0]), str(self.tls[1]))
                 ctx.verify_mode = ssl.CERT_OPTIONAL
+                # Trust is the exact certificate, not a chain: every Moonlight client's
+                # self-signed cert has the same name, and without this OpenSSL picks *an*
+                # anchor by name and refuses every other client as a "self-signed mimic".
+                ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
                 if bundle:
                     ctx.load_verify_locations(cadata=bundle.decode())
                 self._ctx, self._ctx_bundle = ctx, bundle
@@ -100,10 +140,10 @@ class _NvServer(ThreadingHTTPServer):
 
     def get_request(self) -> tuple[socket.socket, object]:
         sock, addr = super().get_request()
+        sock.settimeout(IO_TIMEOUT_S)
         if self.tls is None:
             return sock, addr
-        sock.settimeout(10)
-        # The handshake runs in the request's own thread (finish_request), not the accept loop.
+        # The handshake runs on a worker (finish_request) under the gate's deadline.
         return self._context().wrap_socket(
             sock, server_side=True, do_handshake_on_connect=False
         ), addr
@@ -142,12 +182,15 @@ class NvHttpServers:
     ) -> None:
         self.http = _NvServer((bind, http_port), core, trust, None)
         self.https = _NvServer((bind, https_port), core, trust, cert_and_key)
+        self._stop = threading.Event()
         self._threads = [
-            threading.Thread(target=s.serve_forever, name=f"nvhttp-{n}", daemon=True)
+            supervised_thread(f"nvhttp-{n}", s.serve_forever, self._stop)
             for n, s in (("http", self.http), ("https", self.https))
         ]
 
     def start(self) -> None:
+        for server in (self.http, self.https):
+            server.gate.start()
         for thread in self._threads:
             thread.start()
         event(
@@ -158,6 +201,8 @@ class NvHttpServers:
         )
 
     def close(self) -> None:
+        self._stop.set()
         for server in (self.http, self.https):
             server.shutdown()
             server.server_close()
+            server.gate.close()

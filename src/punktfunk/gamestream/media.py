@@ -2,7 +2,9 @@
 
 A client announces where it wants media by pinging the port from its receive socket: 16 ASCII
 bytes (the X-SS-Ping-Payload its RTSP SETUP got) plus a BE32 counter, every 500 ms. The payload
-names the session, so clients behind NAT or on several addresses are matched correctly.
+names the session (clients behind NAT are matched by it, not by port); the host also requires
+the ping to come from the address that launched the session, so a sniffed payload cannot turn
+a stream to another machine.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 
 from ..log import event
+from ..supervise import supervised_thread
 
 _log = logging.getLogger("punktfunk.gamestream.media")
 
@@ -21,6 +24,18 @@ SEND_BUFFER = 4 * 1024 * 1024
 
 # on_ping(payload, source address) - called for every well-formed ping
 PingHandler = Callable[[bytes, tuple[str, int]], None]
+
+
+def send_each(sock: socket.socket, datagrams: Sequence[bytes], addr: tuple[str, int]) -> None:
+    """Each datagram to `addr` (the port's own socket, or a media worker's duplicate of it)."""
+    sendto = sock.sendto
+    for datagram in datagrams:
+        try:
+            sendto(datagram, addr)
+        except BlockingIOError:
+            # The kernel buffer is full for a moment: this datagram is lost, like any network
+            # loss; FEC and the client's recovery requests cover it.
+            continue
 
 
 class MediaPort:
@@ -32,11 +47,16 @@ class MediaPort:
         self._sock.bind((bind, port))
         self._sock.settimeout(0.5)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._recv_loop, name=f"{name}-ping", daemon=True)
+        self._thread = supervised_thread(f"{name}-ping", self._recv_loop, self._stop)
 
     @property
     def port(self) -> int:
         return self._sock.getsockname()[1]
+
+    @property
+    def socket(self) -> socket.socket:
+        """For a session's media worker to send from (a duplicate travels by SCM_RIGHTS)."""
+        return self._sock
 
     def start(self) -> None:
         self._thread.start()
@@ -47,14 +67,7 @@ class MediaPort:
         self._sock.close()
 
     def send(self, datagrams: Sequence[bytes], addr: tuple[str, int]) -> None:
-        sendto = self._sock.sendto
-        for datagram in datagrams:
-            try:
-                sendto(datagram, addr)
-            except BlockingIOError:
-                # The kernel buffer is full for a moment: this datagram is lost, like any
-                # network loss; FEC and the client's recovery requests cover it.
-                continue
+        send_each(self._sock, datagrams, addr)
 
     def _recv_loop(self) -> None:
         while not self._stop.is_set():

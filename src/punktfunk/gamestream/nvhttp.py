@@ -8,6 +8,7 @@ and pairing phases 1-4 are served; everything else needs HTTPS with a paired cer
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -98,9 +99,17 @@ class SessionHooks:
     )
 
 
+# Characters XML 1.0 cannot carry even escaped; a client's bytes echoed in a reason may hold them.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_text(value: object, entities: dict[str, str] | None = None) -> str:
+    return escape(_NOT_XML.sub("\ufffd", str(value)), entities or {})
+
+
 def xml_reply(status: int = 200, message: str = "OK", **fields: object) -> bytes:
-    body = "".join(f"<{k}>{escape(str(v))}</{k}>" for k, v in fields.items())
-    attr = escape(message, {'"': "&quot;"})  # an attribute value: quotes must be escaped too
+    body = "".join(f"<{k}>{_xml_text(v)}</{k}>" for k, v in fields.items())
+    attr = _xml_text(message, {'"': "&quot;"})  # an attribute value: quotes must be escaped too
     return (
         '<?xml version="1.0" encoding="utf-8"?>'
         f'<root status_code="{status}" status_message="{attr}">{body}</root>'
@@ -190,7 +199,7 @@ class NvHttpCore:
             if route == "/unpair" and req.client_fp is None:
                 # A client abandoning a failed pairing attempt (it cannot unpair a trust it
                 # does not hold without its certificate).
-                self._pairing.cancel(req.params.get("uniqueid", ""))
+                self._pairing.cancel(req.params.get("uniqueid", ""), req.client_ip)
                 return _ok(unpaired=1)
             if route in ("/applist", "/launch", "/resume", "/cancel", "/appasset", "/unpair"):
                 if req.client_fp is None:
@@ -233,14 +242,24 @@ class NvHttpCore:
         unique_id = req.params.get("uniqueid", "")
         phrase = req.params.get("phrase")
         if phrase == "getservercert":
-            pin = self._pin_for(unique_id, req.params.get("devicename", "unknown"))
-            if pin is None:
-                event(_log, "pairing.failed", logging.WARNING, reason="no PIN entered in time")
+            # A locked host answers at once: nobody is asked for a PIN it would refuse anyway.
+            device = req.params.get("devicename", "unknown")
+            if self._pairing.refusal(unique_id, req.client_ip, device) is not None:
                 return _ok(paired=0)
-            return _ok(**self._pairing.get_server_cert(unique_id, req.params, pin))
+            pin = self._pin_for(unique_id, device)
+            if pin is None:
+                event(
+                    _log,
+                    "pairing.failed",
+                    logging.WARNING,
+                    address=req.client_ip,
+                    reason="no PIN entered in time",
+                )
+                return _ok(paired=0)
+            return _ok(**self._pairing.get_server_cert(unique_id, req.params, pin, req.client_ip))
         if phrase == "pairchallenge":
             return _ok(paired=1 if req.https and req.client_fp else 0)
-        return _ok(**self._pairing.handle(unique_id, req.params))
+        return _ok(**self._pairing.handle(unique_id, req.params, req.client_ip))
 
     def _paired(self, route: str, req: HttpRequest) -> HttpResponse:
         fp = req.client_fp
@@ -248,7 +267,7 @@ class NvHttpCore:
         if route == "/applist":
             apps = "".join(
                 f"<App><IsHdrSupported>{1 if a.hdr else 0}</IsHdrSupported>"
-                f"<AppTitle>{escape(a.title)}</AppTitle><ID>{a.id}</ID></App>"
+                f"<AppTitle>{_xml_text(a.title)}</AppTitle><ID>{a.id}</ID></App>"
                 for a in self._apps.apps
             )
             return HttpResponse(200, xml_reply().replace(b"</root>", apps.encode() + b"</root>"))

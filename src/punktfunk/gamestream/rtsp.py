@@ -173,6 +173,8 @@ class Negotiation:
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
+AUDIO_CHANNELS = (2, 6, 8)  # stereo, 5.1, 7.1: what DESCRIBE offers Opus layouts for
+AUDIO_PACKET_MS = (5, 10, 20)  # Opus frame durations a client may ask for
 _REQUIRED = (
     "x-nv-video[0].clientViewportWd",
     "x-nv-video[0].clientViewportHt",
@@ -223,6 +225,11 @@ def parse_announce(body: bytes, host_header: str = "") -> Negotiation:
         raise RtspError(400, f"viewport {width}x{height} is not a sane size")
     if not 0 < num("x-nv-video[0].maxFPS") <= 1000:
         raise RtspError(400, f"maxFPS {num('x-nv-video[0].maxFPS')} is not a frame rate")
+    # The audio thread sizes its Opus frames from these: a zero or negative size never fills.
+    if num("x-nv-audio.surround.numChannels") not in AUDIO_CHANNELS:
+        raise RtspError(400, f"numChannels {num('x-nv-audio.surround.numChannels')} is not 2/6/8")
+    if num("x-nv-aqos.packetDuration", 5) not in AUDIO_PACKET_MS:
+        raise RtspError(400, f"packetDuration {num('x-nv-aqos.packetDuration', 5)} is not 5/10/20")
     return Negotiation(
         width=width,
         height=height,

@@ -1,5 +1,7 @@
-"""Paired GameStream clients, identified by their certificate (never by uniqueid, which some
-clients send as a constant). Persisted as one PEM per client in the state dir."""
+"""Paired GameStream clients, identified by their certificate's SHA-256 (never by uniqueid,
+which some clients send as a constant, nor by certificate name: every Moonlight client calls
+itself "NVIDIA GameStream Client"). Persisted as `<fingerprint>.pem` (+ `.json` with the device
+name) per client in the state dir; files stored under any other name are renamed on load."""
 
 from __future__ import annotations
 
@@ -50,13 +52,30 @@ class TrustStore:
                 continue
             fp = fingerprint(cert)
             self._clients[fp] = PairedClient(fp, name, cert_pem)
+            if pem.stem != fp:
+                self._migrate(pem, meta, self._clients[fp])
+
+    def _migrate(self, pem: Path, meta: Path, client: PairedClient) -> None:
+        """Rename a client stored under another name (its CN, say) to its fingerprint, so that
+        unpairing it removes the right files and a second same-named client cannot clash."""
+        try:
+            self._write(client)
+            for path in (pem, meta):
+                path.unlink(missing_ok=True)
+        except OSError as exc:
+            event(_log, "trust.migrate_failed", logging.WARNING, file=pem, reason=exc)
+            return
+        event(_log, "trust.migrated", file=pem.name, fingerprint=client.fingerprint[:16])
+
+    def _write(self, client: PairedClient) -> None:
+        (self._dir / f"{client.fingerprint}.pem").write_bytes(client.cert_pem)
+        (self._dir / f"{client.fingerprint}.json").write_text(json.dumps({"name": client.name}))
 
     def add(self, cert: x509.Certificate, name: str) -> PairedClient:
         fp = fingerprint(cert)
         client = PairedClient(fp, name, cert.public_bytes(serialization.Encoding.PEM))
         with self._lock:
-            (self._dir / f"{fp}.pem").write_bytes(client.cert_pem)
-            (self._dir / f"{fp}.json").write_text(json.dumps({"name": name}))
+            self._write(client)
             self._clients[fp] = client
         event(_log, "trust.paired", client=name, fingerprint=fp[:16])
         return client
@@ -71,6 +90,17 @@ class TrustStore:
         if client is not None:
             event(_log, "trust.unpaired", client=client.name, fingerprint=fp[:16])
         return client is not None
+
+    def rename(self, fp: str, name: str) -> PairedClient | None:
+        """Give a paired client another display name (the console's Clients page)."""
+        with self._lock:
+            old = self._clients.get(fp)
+            if old is None:
+                return None
+            client = self._clients[fp] = PairedClient(fp, name, old.cert_pem)
+            self._write(client)
+        event(_log, "trust.renamed", client=name, fingerprint=fp[:16])
+        return client
 
     def get(self, fp: str) -> PairedClient | None:
         with self._lock:

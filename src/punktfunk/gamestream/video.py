@@ -13,6 +13,7 @@ Moonlight's FEC recovery relies on.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -94,6 +95,20 @@ def _block(data: int, percentage: int, min_parity: int) -> BlockPlan:
         percentage -= 1
         parity = (data * percentage + 99) // 100
     return BlockPlan(data, parity, percentage if parity else 0)
+
+
+# Adaptive FEC (issue 13): the percentage follows the shard loss the client reports.
+FEC_START_PERCENT = 20
+FEC_MIN_PERCENT = 10
+FEC_MAX_PERCENT = 50
+
+
+def fec_percent_for_loss(loss: float) -> int:
+    """Twice the observed shard loss plus 10 points, within 10..50 %: at 5 % loss 20 % parity,
+    which repairs random loss of that rate in all but rare frames (a block's minimum parity
+    still applies on top, in `_block`)."""
+    need = math.ceil(round(max(0.0, loss) * 200, 6)) + FEC_MIN_PERCENT
+    return min(FEC_MAX_PERCENT, max(FEC_MIN_PERCENT, need))
 
 
 def frame_header(kind: FrameKind, latency_01ms: int, last_payload_len: int) -> bytes:

@@ -1,7 +1,11 @@
 """Virtual gamepads: the shared-memory backend, and the choice of backend for a session.
 
-Each pad is one file (`<dir>/punktfunk-<session>-pad<index>`) holding exactly one
-`proto.gamepad` struct, which a consumer process (a pad driver, possibly on another OS) maps:
+Each pad is one file (`<dir>/punktfunk-<session>-pad<index>-<pid>-<token>`, mode 0600) holding
+exactly one `proto.gamepad` struct, which a consumer process (a pad driver, possibly on another
+OS) maps. The random token keeps other local users from planting a symlink at the name before we
+create it (creation is O_EXCL|O_NOFOLLOW anyway); a consumer finds the pad with `find_pad`
+(or the same pattern, the newest regular file of the host's user), the pid lets the next host
+remove what a killed one left (`sweep_stale`).
 
 - Xbox 360 -> `XusbShm`: the host writes buttons/triggers/sticks, then bumps `packet`
   (a reader that sees `packet` unchanged across its copy has a consistent state). The consumer
@@ -21,6 +25,7 @@ the left 11-byte DualSense trigger effects — what GameStream's 0x5503 message 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import mmap
@@ -34,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..log import event
+from ..ownfiles import create_exclusive, owned, pid_alive, token, unlink_own
 from ..proto.gamepad import (
     GAMEPAD_PROTO_VERSION,
     PAD_MAGIC,
@@ -60,9 +66,49 @@ _XUSB_STATE = struct.Struct("<HBBhhhh")  # buttons .. thumb_ry, contiguous from 
 _IDLE = PadState(0, 0, 0, 0, 0, 0, 0)
 
 
-def shm_path(directory: Path, session: str, index: int) -> Path:
-    """Where pad `index` of `session` lives (session names are reduced to [A-Za-z0-9_-])."""
-    return directory / f"punktfunk-{re.sub(r'[^A-Za-z0-9_-]', '_', session)}-pad{index}"
+_PAD_NAME = re.compile(
+    r"^punktfunk-(?P<session>[A-Za-z0-9_-]+)-pad(?P<index>\d+)-(?P<pid>\d+)-[0-9a-f]{16}$"
+)
+
+
+def _safe(session: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", session)
+
+
+def new_shm_path(directory: Path, session: str, index: int) -> Path:
+    """A fresh, unguessable name for pad `index` of `session` (names reduced to [A-Za-z0-9_-])."""
+    return directory / f"punktfunk-{_safe(session)}-pad{index}-{os.getpid()}-{token()}"
+
+
+def find_pad(directory: Path, session: str, index: int) -> Path | None:
+    """Where a consumer finds pad `index` of `session`: the newest regular file of our own user
+    with its name (None if there is none); a symlink or another user's file never matches."""
+    found: list[tuple[int, Path]] = []
+    for path in directory.glob(f"punktfunk-{_safe(session)}-pad{index}-*"):
+        match = _PAD_NAME.match(path.name)
+        if match is None or match["session"] != _safe(session) or int(match["index"]) != index:
+            continue
+        with contextlib.suppress(OSError):
+            st = os.lstat(path)
+            if owned(path):
+                found.append((st.st_mtime_ns, path))
+    return max(found)[1] if found else None
+
+
+def stale_pads(directory: Path = SHM_DIR) -> list[Path]:
+    """Pads of ours whose host process is gone (killed before it could remove them)."""
+    stale = []
+    for path in directory.glob("punktfunk-*-pad*-*-*"):
+        match = _PAD_NAME.match(path.name)
+        pid = int(match["pid"]) if match else 0
+        if match and pid != os.getpid() and not pid_alive(pid) and owned(path):
+            stale.append(path)
+    return stale
+
+
+def sweep_stale(directory: Path = SHM_DIR) -> list[Path]:
+    """Remove `stale_pads`; returns what was removed."""
+    return [path for path in stale_pads(directory) if unlink_own(path)]
 
 
 @dataclass
@@ -96,6 +142,7 @@ class ShmPadManager:
         self._dir = directory
         self._interval = poll_interval
         self._pads: dict[int, _Pad] = {}
+        self._paths: dict[int, Path] = {}
         self._callbacks: list[Callable[[PadFeedback], None]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -112,8 +159,10 @@ class ShmPadManager:
     def reason(self) -> str:
         return self._reason
 
-    def path(self, index: int) -> Path:
-        return shm_path(self._dir, self._session, index)
+    def path(self, index: int) -> Path | None:
+        """The file pad `index` has (or last had); None before it ever arrived."""
+        with self._lock:
+            return self._paths.get(index)
 
     def arrive(self, index: int, kind: PadKind) -> None:
         if not self.available:
@@ -124,8 +173,13 @@ class ShmPadManager:
             if old is not None and old.kind == kind:
                 return
             if old is not None:
+                del self._pads[index]
                 self._destroy(old)
-            self._pads[index] = self._create(index, kind)
+            try:
+                self._pads[index] = self._create(index, kind)
+            except OSError as exc:
+                event(_log, "pads.create_failed", logging.WARNING, index=index, reason=str(exc))
+                return
             if self._thread is None:
                 self._stop.clear()
                 self._thread = threading.Thread(
@@ -194,13 +248,17 @@ class ShmPadManager:
 
     def _create(self, index: int, kind: PadKind) -> _Pad:
         size = ctypes.sizeof(XusbShm if kind is PadKind.XBOX360 else PadShm)
-        path = self.path(index)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        path = new_shm_path(self._dir, self._session, index)
+        fd = create_exclusive(path)
         try:
             os.ftruncate(fd, size)
             mm = mmap.mmap(fd, size)
-        finally:
+        except BaseException:
             os.close(fd)
+            unlink_own(path)
+            raise
+        os.close(fd)
+        self._paths[index] = path
         pad = _Pad(index, kind, path, mm)
         if kind is PadKind.XBOX360:
             pad.put_u32(XusbShm.pad_index.offset, index)
@@ -237,7 +295,7 @@ class ShmPadManager:
     def _destroy(self, pad: _Pad) -> None:
         pad.put_u32(0, 0)  # magic first: consumers stop trusting the section
         pad.mm.close()
-        pad.path.unlink(missing_ok=True)
+        unlink_own(pad.path)
 
     # --- feedback -------------------------------------------------------------------------
 

@@ -16,6 +16,8 @@ Modifier VKs have alternatives so that, e.g., right Alt becomes AltGr on layouts
 
 from __future__ import annotations
 
+import re
+
 from Xlib import XK
 
 XK.load_keysym_group("xf86")
@@ -204,3 +206,48 @@ VK_EVDEV: dict[int, int] = {
 
 # VKs that are modifiers themselves (no modifier sync before pressing them).
 MODIFIER_VKS = frozenset({0x10, 0x11, 0x12, 0x5B, 0x5C, 0xA0, 0xA1, 0xA2, 0xA3, 0xA4, 0xA5})
+
+# --- the client side of the same contract (punktfunk's `input.rs`) ------------------------
+
+# Numpad digits: a client sends VK_NUMPADn for the keypad key (the host types them by keysym).
+_NUMPAD_EVDEV = {0x60: 82, 0x61: 79, 0x62: 80, 0x63: 81, 0x64: 75, 0x65: 76, 0x66: 77,
+                 0x67: 71, 0x68: 72, 0x69: 73}  # fmt: skip
+# `evdev_to_vk`: the host table inverted. Generic modifiers collapse onto the left keys there
+# and F13-F24 are outside the wire contract, so neither is produced from an evdev code.
+EVDEV_VK: dict[int, int] = {
+    evdev: vk
+    for vk, evdev in (*VK_EVDEV.items(), *_NUMPAD_EVDEV.items())
+    if vk not in (0x10, 0x11, 0x12) and not 0x7C <= vk <= 0x87
+}
+
+
+def evdev_to_vk(evdev: int) -> int | None:
+    """The US-positional VK a client sends for a Linux evdev key code; None for a key the
+    wire contract does not cover (media keys)."""
+    return EVDEV_VK.get(evdev)
+
+
+# `input.rs` KEY_NAMES: every key name outside the computed a-z, 0-9 and f1-f24.
+KEY_NAMES: dict[str, int] = {
+    "ctrl": 0x11, "control": 0x11, "shift": 0x10, "alt": 0x12, "option": 0x12, "win": 0x5B,
+    "cmd": 0x5B, "super": 0x5B, "meta": 0x5B, "escape": 0x1B, "esc": 0x1B, "tab": 0x09,
+    "enter": 0x0D, "return": 0x0D, "space": 0x20, "backspace": 0x08, "delete": 0x2E,
+    "del": 0x2E, "insert": 0x2D, "home": 0x24, "end": 0x23, "pageup": 0x21, "pagedown": 0x22,
+    "up": 0x26, "down": 0x28, "left": 0x25, "right": 0x27, "printscreen": 0x2C, "pause": 0x13,
+    "capslock": 0x14,
+}  # fmt: skip
+_FN = re.compile(r"f\+?([0-9]+)")
+
+
+def key_vk(name: str) -> int | None:
+    """The VK of a stored key name (`input.rs` `key_vk`: a shortcut preset names keys, the wire
+    carries VKs); None for a name this build does not know."""
+    n = "".join(c.lower() if c.isascii() else c for c in name.strip())
+    if n in KEY_NAMES:
+        return KEY_NAMES[n]
+    if len(n) == 1 and ("a" <= n <= "z" or "0" <= n <= "9"):
+        return ord(n.upper())
+    fn = _FN.fullmatch(n)
+    if fn is not None and 1 <= int(fn.group(1)) <= 24:
+        return 0x6F + int(fn.group(1))
+    return None

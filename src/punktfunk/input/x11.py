@@ -21,6 +21,7 @@ from Xlib.display import Display
 from Xlib.ext import xtest
 
 from ..log import event
+from ..vdisplay.xauth import install_xlib_auth
 from .keymap import Keymap
 from .vk import (
     KEY_FLAG_NON_NORMALIZED,
@@ -51,6 +52,7 @@ class X11Injector:
     """`InputInjector` for one X display. Also takes keysyms (`key_sym`) for the native protocol."""
 
     def __init__(self, display_name: str, *, sync_modifiers: bool = True) -> None:
+        install_xlib_auth()  # our own servers want their cookie
         try:
             self._d = Display(display_name)
         except (error.DisplayError, OSError) as exc:

@@ -20,8 +20,11 @@ CONTROL_MAGIC = 0x43564650  # "PFVC" little-endian
 PROTOCOL_VERSION = 1
 MAX_BODY = 4096
 
-# Mode bounds every backend enforces (ADD outside them is refused with OUT_OF_BOUNDS).
-MIN_WIDTH, MIN_HEIGHT = 640, 480
+# Mode bounds every backend enforces (ADD outside them is refused with OUT_OF_BOUNDS). The
+# maximum bounds memory (frame ring slots, X framebuffers, encoder surfaces); the minimum is
+# below every client's smallest mode (Moonlight 360p is 640x360) and above the smallest frame
+# hardware encoders take (NVENC, AMF and QSV want 128-256 pixels a side).
+MIN_WIDTH, MIN_HEIGHT = 320, 180
 MAX_WIDTH, MAX_HEIGHT = 7680, 4320
 MIN_REFRESH_HZ, MAX_REFRESH_HZ = 24, 480
 

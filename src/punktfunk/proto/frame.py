@@ -9,7 +9,9 @@ is not the ring's is stale (a frame from before a mode change) and is rejected.
 from __future__ import annotations
 
 import ctypes
+import os
 import re
+import secrets
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -219,22 +221,26 @@ def slot_size_for(width: int, height: int, fmt: PixelFormat) -> int:
     return (raw + 63) & ~63
 
 
-_SHM_NAME = re.compile(rf"^{SHM_PREFIX}-(\d+)-(\d+)$")
+_SHM_NAME = re.compile(rf"^{SHM_PREFIX}-(\d+)-(\d+)-(\d+)-[0-9a-f]{{16}}$")
 
 
 def shm_name(monitor_id: int, generation: int) -> str:
-    """Shared-memory object name of a monitor's ring: `pfvd-<monitor>-<generation>`."""
+    """Shared-memory object name of a monitor's ring, `pfvd-<monitor>-<generation>-<pid>-<token>`:
+    the creating host's pid (a later host or driver removes rings of dead pids) and 64 random
+    bits, so no other local user can plant anything at the name beforehand."""
     if monitor_id < 0 or generation < 0:
         raise ValueError("monitor id and generation are non-negative")
-    return f"{SHM_PREFIX}-{monitor_id}-{generation}"
+    return f"{SHM_PREFIX}-{monitor_id}-{generation}-{os.getpid()}-{secrets.token_hex(8)}"
 
 
-def parse_shm_name(name: str) -> tuple[int, int]:
-    """Inverse of `shm_name`; ValueError for anything that is not a ring name."""
+def parse_shm_name(name: str) -> tuple[int, int, int]:
+    """(monitor, generation, creator pid) of a `shm_name`; ValueError for anything else."""
     match = _SHM_NAME.match(name.lstrip("/"))
     if match is None:
-        raise ValueError(f"{name!r} is not a punktfunk ring name ({SHM_PREFIX}-<monitor>-<gen>)")
-    return int(match.group(1)), int(match.group(2))
+        raise ValueError(
+            f"{name!r} is not a punktfunk ring name ({SHM_PREFIX}-<monitor>-<gen>-<pid>-<token>)"
+        )
+    return int(match.group(1)), int(match.group(2)), int(match.group(3))
 
 
 @dataclass(frozen=True)

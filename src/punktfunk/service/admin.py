@@ -3,6 +3,9 @@ and other local tools talk to the running host. One request line, one reply line
 
   pair <PIN>   hand a client's PIN to the host      -> "ok ..." | "error ..."
   status       the running sessions as JSON          -> "ok {...}"
+  testlimit KBPS [queue MS]|off   (only with `test_send_limit`) the simulated bottleneck on
+               every session's video send path: a policer, or a link of KBPS behind a FIFO of
+               up to MS of backlog                  -> "ok limit ... dropped N"
 """
 
 from __future__ import annotations
@@ -16,11 +19,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..log import event
+from ..session.sendlimit import SendLimiter
+from ..supervise import supervised_thread
 
 _log = logging.getLogger("punktfunk.service.admin")
 
 SOCKET_NAME = "admin.sock"
 MAX_LINE = 4096
+MAX_REPLY = 64 << 20
 
 
 class AdminError(Exception):
@@ -48,7 +54,7 @@ class AdminServer:
         self._sock.listen(8)
         self._sock.settimeout(0.5)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="admin", daemon=True)
+        self._thread = supervised_thread("admin", self._loop, self._stop)
 
     def start(self) -> None:
         self._thread.start()
@@ -65,8 +71,13 @@ class AdminServer:
                 conn, _ = self._sock.accept()
             except TimeoutError:
                 continue
-            except OSError:
-                return
+            except OSError as exc:
+                if self._stop.is_set():
+                    return
+                # Out of descriptors, say: keep the socket and try again shortly.
+                event(_log, "admin.accept_failed", logging.WARNING, reason=exc)
+                self._stop.wait(0.1)
+                continue
             with conn:
                 conn.settimeout(5)
                 try:
@@ -108,7 +119,14 @@ def request(state_dir: Path, line: str, timeout: float = 5.0) -> str:
     try:
         sock.connect(str(path))
         sock.sendall((line + "\n").encode())
-        reply = sock.recv(MAX_LINE).decode("utf-8", errors="replace").strip()
+        # The reply ends where the host closes: a status with many sessions is far longer
+        # than one read.
+        chunks = []
+        while chunk := sock.recv(1 << 16):
+            chunks.append(chunk)
+            if sum(map(len, chunks)) > MAX_REPLY:
+                raise AdminError(f"the host's reply is over {MAX_REPLY} bytes")
+        reply = b"".join(chunks).decode("utf-8", errors="replace").strip()
     except (FileNotFoundError, ConnectionRefusedError):
         raise AdminError(
             f"no running host answers at {path} (start one with `punktfunk serve`)"
@@ -121,6 +139,28 @@ def request(state_dir: Path, line: str, timeout: float = 5.0) -> str:
     if status != "ok":
         raise AdminError(rest or "the host gave no answer")
     return rest
+
+
+def testlimit_command(limiter: SendLimiter) -> Callable[[str], str]:
+    """The `testlimit` verb: set or lift the test-only send-path bottleneck."""
+
+    def testlimit(arg: str) -> str:
+        words = arg.split()
+        if words == ["off"]:
+            limiter.set(None)
+        else:
+            shape = len(words) == 1 or (len(words) == 3 and words[1] == "queue")
+            numbers = [*words[:1], *words[2:]]
+            if not shape or not all(w.isdigit() and 0 < int(w) <= 10_000_000 for w in numbers):
+                raise ValueError("usage: testlimit KBPS [queue MS]|off (KBPS, MS 1..10000000)")
+            limiter.set(int(words[0]), int(words[2]) / 1000 if len(words) == 3 else None)
+        queue_ms = round(limiter.queue_s * 1000) if limiter.queue_s else None
+        event(_log, "admin.testlimit", logging.WARNING, kbps=limiter.kbps or "off",
+              queue_ms=queue_ms or "none", dropped=limiter.dropped)  # fmt: skip
+        queue = f" queue {queue_ms} ms" if queue_ms else ""
+        return f"limit {limiter.kbps or 'off'}{queue} dropped {limiter.dropped}"
+
+    return testlimit
 
 
 def status_json(payload: object) -> str:

@@ -1,15 +1,21 @@
-"""The per-session frame path: capture | encode | send, threads joined by bounded queues.
+"""The per-session frame path: capture | encode | send, one thread each.
 
 Shared by both wire protocols; each supplies a `MediaSink` that turns an encoded frame into
 datagrams and puts bursts of them on the wire. No asyncio here: a frame never waits on an
-event loop. Queues hold at most `pipeline_depth` frames and drop the oldest when full (a late
-frame is worth less than the next one). Host latency = capture timestamp -> last datagram out.
+event loop. Pull, don't push: capture publishes into a latest-wins `Mailbox` (one frame; a newer
+one replaces it and the old one is counted as `dropped_stale`), and the encode thread takes the
+newest frame only when the encoder is ready for it (`Encoder.wait_ready`). So at most one frame
+waits anywhere, and an encoder slower than the display lowers the frame rate, never adds
+latency. Host latency = capture timestamp -> last datagram out.
+
+Loss recovery on encoders without reference invalidation is an IDR; at most one recovery IDR is
+in flight: requests from the moment one is asked for until it is on the wire are coalesced
+(counted as `keyframes_coalesced`), so a burst of loss reports cannot become an IDR storm.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -17,8 +23,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..capture.base import CapturedFrame, Capturer
-from ..encode.base import EncodedFrame, Encoder
-from ..log import event
+from ..capture.outring import OUT_SLOTS
+from ..encode.base import EncodedFrame, Encoder, FrameType
+from ..log import Throttle, event
 from .stats import StageStats
 
 _log = logging.getLogger("punktfunk.session.pipeline")
@@ -26,6 +33,10 @@ _log = logging.getLogger("punktfunk.session.pipeline")
 BURST_BYTES = 64 * 1024  # send at most this much back to back, then let the link drain
 DEFAULT_RATE_BPS = 800_000_000  # microburst pacing target (80% of a gigabit link)
 IDLE_REPEAT_S = 0.1  # re-send the last frame this often on a static desktop
+# A requested IDR not on the wire after this long (encoder re-opening, frames dropped) no longer
+# holds back the next request.
+IDR_PENDING_MAX_S = 1.0
+_throttle = Throttle()
 
 
 class MediaSink(Protocol):
@@ -47,17 +58,27 @@ class PacingState:
     next_burst_ns: int = 0
 
 
-def _drop_oldest_put(q: queue.Queue, item: object, stats: StageStats, counter: str) -> None:
-    while True:
-        try:
-            q.put_nowait(item)
-            return
-        except queue.Full:
-            try:
-                q.get_nowait()
-                stats.count(counter)
-            except queue.Empty:
-                pass
+class Mailbox:
+    """One frame, latest wins: `put` replaces what the consumer has not taken yet."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._frame: CapturedFrame | None = None
+
+    def put(self, frame: CapturedFrame) -> CapturedFrame | None:
+        """Leave `frame` for the consumer; returns the untaken frame it replaced, if any."""
+        with self._cond:
+            stale, self._frame = self._frame, frame
+            self._cond.notify()
+        return stale
+
+    def take(self, timeout: float) -> CapturedFrame | None:
+        """The newest frame, waiting up to `timeout` s for one; None if none came."""
+        with self._cond:
+            if self._frame is None:
+                self._cond.wait(timeout)
+            frame, self._frame = self._frame, None
+        return frame
 
 
 class VideoPipeline:
@@ -79,12 +100,17 @@ class VideoPipeline:
         self.encoder = encoder
         self.sink = sink
         self.frame_interval_ns = 1_000_000_000 // max(1, fps)
+        self.depth = depth  # the encoder's own stage overlap (it enforces it); for status
         self.stats = stats or StageStats()
         self._on_fatal = on_fatal
         self._clock = clock
         self._pacing = PacingState(rate_bps)
-        self._captured: queue.Queue[CapturedFrame] = queue.Queue(maxsize=max(1, depth))
+        self._mailbox = Mailbox()
         self._submitted = threading.Event()
+        self._lock = threading.Lock()
+        self._idr_asked_ns: int | None = None  # a recovery IDR asked for and not yet sent
+        self._submitted_at: dict[int, int] = {}  # capture_ns -> when it went to the encoder
+        self._grabs_since_take = 0  # frames captured since the encoder took one
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._guard, args=(self._capture_loop,), name="capture"),
@@ -110,14 +136,40 @@ class VideoPipeline:
         return not self._stop.is_set()
 
     def request_keyframe(self) -> None:
-        self.encoder.request_keyframe()
         self.stats.count("keyframe_requests")
+        if self._claim_idr("keyframe"):
+            self.encoder.request_keyframe()
 
     def invalidate_ref_frames(self, first: int, last: int) -> None:
         """Loss recovery: the encoder invalidates the references where it can (caps say so)
-        and otherwise sends one IDR per loss, however many reports name it."""
-        self.encoder.invalidate_ref_frames(first, last)
-        self.stats.count("rfi" if self.encoder.caps.supports_rfi else "loss_idr_requests")
+        and otherwise sends an IDR, at most one in flight however many reports name a loss."""
+        if self.encoder.caps.supports_rfi:
+            self.encoder.invalidate_ref_frames(first, last)
+            self.stats.count("rfi")
+            return
+        self.stats.count("loss_idr_requests")
+        if self._claim_idr("invalidate"):
+            self.encoder.invalidate_ref_frames(first, last)
+
+    def _claim_idr(self, why: str) -> bool:
+        """True if this request may ask the encoder for an IDR; False if one is in flight."""
+        now = self._clock()
+        with self._lock:
+            asked = self._idr_asked_ns
+            if asked is None or now - asked > IDR_PENDING_MAX_S * 1e9:
+                self._idr_asked_ns = now
+                return True
+        self.stats.count("keyframes_coalesced")
+        _throttle.event(
+            _log,
+            "pipeline.idr_coalesced",
+            logging.INFO,
+            throttle_key=str(id(self)),
+            request=why,
+            pending_ms=(now - asked) // 1_000_000,
+            coalesced=self.stats.counter("keyframes_coalesced"),
+        )
+        return False
 
     # --- stages ---------------------------------------------------------------------------
 
@@ -137,7 +189,16 @@ class VideoPipeline:
         last: CapturedFrame | None = None
         last_sent_ns = 0
         while not self._stop.is_set():
+            if self._grabs_since_take >= OUT_SLOTS - 1 and self.encoder.holds_input():
+                # The capturer writes its OUT ring in rotation: one more grab would overwrite
+                # the frame the encoder is still converting (a conversion slower than ~3
+                # frame intervals). Wait for it; the frame grabbed then is the newest anyway.
+                self.stats.count("capture_held")
+                self._stop.wait(0.002)
+                continue
             frame = self.capturer.next_frame(timeout=self.frame_interval_ns / 1e9)
+            if frame is not None:
+                self._grabs_since_take += 1
             now = self._clock()
             if frame is None:
                 # A static desktop: repeat the last frame now and then so the client keeps
@@ -147,15 +208,25 @@ class VideoPipeline:
                 frame = CapturedFrame(last.pixels, last.pixel_format, last.seq, now, last.hdr)
                 self.stats.count("repeated")
             last, last_sent_ns = frame, now
-            _drop_oldest_put(self._captured, frame, self.stats, "dropped_captured")
+            if self._mailbox.put(frame) is not None:
+                self.stats.count("dropped_stale")  # the encoder was busy: a newer frame wins
 
     def _encode_loop(self) -> None:
+        """Pull: wait until the encoder can start a frame, then take the newest one."""
         while not self._stop.is_set():
-            try:
-                frame = self._captured.get(timeout=0.1)
-            except queue.Empty:
+            gate = self._clock()
+            if not self.encoder.wait_ready(0.1):
                 continue
-            self.stats.record("queue_wait", self._clock() - frame.capture_ns)
+            ready = self._clock()
+            frame = self._mailbox.take(0.1)
+            if frame is None:
+                continue
+            self._grabs_since_take = 0
+            self.stats.record("encoder_wait", ready - gate)  # > 0: the encoder is the bottleneck
+            now = self._clock()
+            self.stats.record("queue_wait", now - frame.capture_ns)
+            with self._lock:
+                self._submitted_at[frame.capture_ns] = now
             self.encoder.submit(frame)
             self._submitted.set()
 
@@ -174,6 +245,13 @@ class VideoPipeline:
     def _send(self, frame: EncodedFrame) -> None:
         start = self._clock()
         self.stats.record("capture_to_encoded", frame.encode_done_ns - frame.capture_ns)
+        with self._lock:
+            submitted = self._submitted_at.pop(frame.capture_ns, None)
+            if len(self._submitted_at) > 64:  # frames the encoder dropped (re-open, failure)
+                self._submitted_at.clear()
+        if submitted is not None:
+            # Convert + encode as the encoder did them: the floor host latency can approach.
+            self.stats.record("convert_encode", frame.encode_done_ns - submitted)
         latency_01ms = max(0, (start - frame.capture_ns) // 100_000)
         datagrams = self.sink.packetize(frame, latency_01ms)
         self._paced_transmit(datagrams)
@@ -182,6 +260,9 @@ class VideoPipeline:
         self.stats.record("host_latency", done - frame.capture_ns)
         self.stats.count("frames")
         self.stats.count("bytes", sum(len(d) for d in datagrams))
+        if frame.frame_type is FrameType.IDR:
+            with self._lock:
+                self._idr_asked_ns = None  # on the wire: the next loss report may ask again
 
     def _paced_transmit(self, datagrams: Sequence[bytes]) -> None:
         """Microbursts of <= BURST_BYTES, spaced so the average stays at the pacing rate."""

@@ -13,6 +13,7 @@ from ..audio.base import AudioCapturer
 from ..capture.base import Capturer
 from ..encode.base import Codec, Encoder
 from ..input.base import InputInjector, PadManager
+from ..vdisplay.base import DisplayMode
 from .plan import ClientRequest, SessionPlan
 
 
@@ -42,11 +43,18 @@ class SessionServices(Protocol):
     def codecs(self) -> frozenset[Codec]:
         """Codecs the encoder probe proved (what the protocol may advertise)."""
 
+    def sustainable_codecs(self, mode: DisplayMode) -> frozenset[Codec]:
+        """Of `codecs()`, those this host can encode at `mode` at its rate (H.264 always)."""
+
     def hdr_codecs(self) -> frozenset[Codec]:
         """Codecs that can be streamed as 10-bit HDR here."""
 
     def supports_rfi(self) -> bool: ...
     def open_video(self, request: ClientRequest, client_id: str) -> VideoSource: ...
-    def open_audio(self, channels: int, session_name: str) -> AudioCapturer: ...
+    def open_audio(
+        self, channels: int, session_name: str, source: VideoSource | None = None
+    ) -> AudioCapturer: ...
     def open_input(self, source: VideoSource) -> InputInjector | None: ...
-    def open_pads(self, session_name: str) -> PadManager | None: ...
+    def open_pads(
+        self, session_name: str, source: VideoSource | None = None
+    ) -> PadManager | None: ...

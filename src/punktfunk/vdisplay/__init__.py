@@ -14,6 +14,10 @@ from .base import DisplayBackend, VirtualDisplay
 def open_display(
     config: HostConfig, backend: DisplayBackend, attach_target: str | None = None
 ) -> VirtualDisplay:
+    if backend is DisplayBackend.ATTACH and (attach_target or "").split(":")[0] == "wayland":
+        from ..wayland.attach import WaylandAttachedDisplay
+
+        return WaylandAttachedDisplay(attach_target or "")
     if backend is DisplayBackend.ATTACH:
         from .attach import AttachedDisplay
 

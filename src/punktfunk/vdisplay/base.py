@@ -24,10 +24,11 @@ class DisplayBackend(StrEnum):
     XVFB = "xvfb"
     PATTERN = "pattern"
     ATTACH = "attach"
+    WLROOTS = "wlroots"  # outputs of a private headless sway (Wayland)
 
     @property
     def is_x11(self) -> bool:
-        return self is not DisplayBackend.PATTERN
+        return self not in (DisplayBackend.PATTERN, DisplayBackend.WLROOTS)
 
     @property
     def has_driver(self) -> bool:
@@ -48,6 +49,8 @@ def available_backends() -> frozenset[DisplayBackend]:
         found.add(DisplayBackend.XVFB)
     if shutil.which("Xorg") and _DUMMY_DRIVER.exists():
         found.add(DisplayBackend.XORG_DUMMY)
+    if shutil.which("sway"):
+        found.add(DisplayBackend.WLROOTS)
     return frozenset(found)
 
 

@@ -23,6 +23,7 @@ from typing import Self
 
 from ..config import HostConfig
 from ..log import event
+from . import xauth
 from .adapter import adapter_env
 from .base import DisplayBackend, DisplayMode, MonitorRequest
 from .client import IDLE_EXIT_S, DriverConnection, DriverError, connect_driver, reap
@@ -84,7 +85,20 @@ class MonitorLease:
         env = adapter_env(self._manager.render_adapter)
         if self._output.backend.is_x11:
             env["DISPLAY"] = self._output.display_name
+            env.update(xauth.environment(self._output.display_name))
+        elif self._output.backend is DisplayBackend.WLROOTS:
+            from ..wayland.sway import environment
+
+            env.update(environment(self._manager.config.state_dir))
         return env
+
+    def place_app(self, pid: int) -> None:
+        """Have the windows of launched process `pid` open on this monitor (Wayland: sway puts
+        new windows on the focused output otherwise; X11 monitors are separate servers)."""
+        if self._output.backend is DisplayBackend.WLROOTS:
+            from ..wayland.sway import place_app
+
+            place_app(self._manager.config.state_dir, pid, self._output.monitor_id)
 
     def attach_ring(self, ring_name: str, notify_fd: int | None) -> None:
         """Have the driver publish into `ring_name` ("" detaches); DriverError if it can't."""
@@ -115,6 +129,7 @@ class VirtualDisplayManager:
             raise ValueError(f"display={backend} has no driver (use AttachedDisplay)")
         self.config = config
         self._backend = backend
+        xauth.use_state_dir(config.state_dir)  # where the driver keeps its displays' cookies
         self.render_adapter = config.render_adapter
         self._lock = threading.RLock()
         self._entries: dict[tuple[object, ...], _Entry] = {}

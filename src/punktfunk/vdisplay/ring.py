@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..ownfiles import NotOursError, create_exclusive, open_own, owned, pid_alive, unlink_own
 from ..proto.frame import (
     ABI_VERSION,
     FRAME_MAGIC,
@@ -38,6 +39,7 @@ from ..proto.frame import (
     SharedHeader,
     SlotHeader,
     SlotState,
+    parse_shm_name,
     ring_size,
     slot_offset,
     slot_size_for,
@@ -102,13 +104,16 @@ class FrameRing:
         slot_count: int = DEFAULT_SLOTS,
         hdr_meta: HdrMeta | None = None,
     ) -> FrameRing:
-        """Create `/dev/shm/<name>` (exclusively) and write its header."""
+        """Create `/dev/shm/<name>` (exclusively, 0600, never through a symlink) and write its
+        header."""
         slot_size = slot_size_for(width, height, fmt)
         size = ring_size(slot_count, slot_size)
         try:
-            fd = os.open(SHM_DIR / name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            fd = create_exclusive(SHM_DIR / name)
         except FileExistsError:
             raise RingError(f"ring {name} already exists") from None
+        except OSError as exc:
+            raise RingError(f"cannot create ring {name}: {exc.strerror}") from None
         try:
             os.ftruncate(fd, size)
             h = SharedHeader(
@@ -130,14 +135,17 @@ class FrameRing:
             return cls(name, fd, size, owner=True)
         except BaseException:
             os.close(fd)
-            (SHM_DIR / name).unlink(missing_ok=True)
+            unlink_own(SHM_DIR / name)
             raise
 
     @classmethod
     def open(cls, name: str) -> FrameRing:
-        """Open a ring the host created; RingError if it is missing or not a ring we speak."""
+        """Open a ring the host (our own user) created; RingError if it is missing, a symlink,
+        someone else's file, or not a ring we speak."""
         try:
-            fd = os.open(SHM_DIR / name, os.O_RDWR | os.O_CLOEXEC)
+            fd = open_own(SHM_DIR / name)
+        except NotOursError as exc:
+            raise RingError(f"cannot open ring {name}: {exc}") from None
         except OSError as exc:
             raise RingError(f"cannot open ring {name}: {exc.strerror}") from None
         try:
@@ -175,7 +183,25 @@ class FrameRing:
         os.close(self._fd)
         self._fd = -1
         if self.owner:
-            (SHM_DIR / self.name).unlink(missing_ok=True)
+            unlink_own(SHM_DIR / self.name)
+
+
+def stale_rings(directory: Path = SHM_DIR) -> list[Path]:
+    """Rings of ours whose creating host is gone (host and driver were killed together)."""
+    stale = []
+    for path in directory.glob("pfvd-*"):
+        try:
+            pid = parse_shm_name(path.name)[2]
+        except ValueError:
+            continue
+        if pid != os.getpid() and not pid_alive(pid) and owned(path):
+            stale.append(path)
+    return stale
+
+
+def sweep_stale_rings(directory: Path = SHM_DIR) -> list[Path]:
+    """Remove `stale_rings`; returns what was removed."""
+    return [path for path in stale_rings(directory) if unlink_own(path)]
 
 
 def _header_problem(h: SharedHeader, size: int) -> str | None:

@@ -4,16 +4,19 @@ A display number is free when neither its socket (/tmp/.X11-unix/X<n>) nor its l
 (/tmp/.X<n>-lock) exists; the search starts at a high base so a user's own desktop (:0, :1)
 never collides with ours, and a number another process grabbed first is simply skipped. The
 server reports readiness through `-displayfd`. Each server gets PR_SET_PDEATHSIG, so it dies
-with the thread that started it even when our process is SIGKILLed.
+with the thread that started it even when our process is SIGKILLed. Each server also gets a
+fresh auth cookie (`-auth`, see `xauth`): no other local user can open its display.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import re
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -21,7 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..ownfiles import owned, pid_alive
+from . import xauth
+
 DISPLAY_BASE = 40
+_WORKDIR = re.compile(r"^punktfunk-(?:xvfb|xorg)-(?P<pid>\d+)-[A-Za-z0-9_]+$")
 _SOCKET_DIR = Path("/tmp/.X11-unix")
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -59,6 +66,7 @@ class XServer:
     process: subprocess.Popen[bytes]
     workdir: Path
     log_path: Path
+    auth_path: Path
 
     @property
     def display(self) -> str:
@@ -91,6 +99,7 @@ class XServer:
                 (_SOCKET_DIR / f"X{self.number}").unlink(missing_ok=True)
         except OSError:
             pass
+        xauth.remove_file(self.number, self.auth_path)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
@@ -120,20 +129,24 @@ def start_server(
     base: int = DISPLAY_BASE,
     timeout: float = 20.0,
     attempts: int = 5,
+    auth_dir: Path | None = None,
 ) -> XServer:
     """Start `argv_for(display_number)` on the first free number; retry when another process
     took that number in the meantime. Raises XServerError with the server's log tail.
 
     The server's stderr goes to `workdir/server.log`; `log_path` names a log it writes itself
-    (Xorg's -logfile), which `XServer.log_tail()` then reads."""
+    (Xorg's -logfile), which `XServer.log_tail()` then reads. The auth cookie goes to
+    `auth_dir`/X<n> (the driver: <state_dir>/xauth), else into the work dir."""
     stderr_path = workdir / "server.log"
     reason = "no free display number"
+    auth_dir = auth_dir or workdir
     for number in free_display_numbers(base)[:attempts]:
+        auth_path = xauth.create_file(auth_dir, number)
         read_fd, write_fd = os.pipe()
         try:
             with open(stderr_path, "ab") as log:
                 proc = subprocess.Popen(
-                    [*argv_for(number), "-displayfd", str(write_fd)],
+                    [*argv_for(number), "-auth", str(auth_path), "-displayfd", str(write_fd)],
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,
@@ -148,12 +161,13 @@ def start_server(
             os.close(read_fd)
             if write_fd >= 0:
                 os.close(write_fd)
-        server = XServer(kind, number, proc, workdir, log_path or stderr_path)
+        server = XServer(kind, number, proc, workdir, log_path or stderr_path, auth_path)
         if ready == number:
             return server
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+        xauth.remove_file(number, auth_path)
         tail = "\n".join(
             text for text in (server.log_tail(), XServer.read_tail(stderr_path)) if text
         )
@@ -165,22 +179,23 @@ def start_server(
 
 
 def make_workdir(kind: str, root: Path | None = None) -> Path:
-    """A private directory for a server's config, log and framebuffer file.
+    """A private directory (0700, random name) for a server's config, log, auth and
+    framebuffer file.
 
-    Named after our pid so `sweep_stale_workdirs` can remove what a killed driver left.
+    Named after our pid so the next start can remove what a killed driver left
+    (`stale_workdirs`, `punktfunk.leftovers`).
     """
     return Path(tempfile.mkdtemp(prefix=f"punktfunk-{kind}-{os.getpid()}-", dir=root))
 
 
-def sweep_stale_workdirs(root: Path) -> list[Path]:
-    """Remove work directories whose owning process is gone; returns what was removed."""
-    removed = []
+def stale_workdirs(root: Path) -> list[Path]:
+    """Work directories of ours (by name, owner and type) whose driver process is gone."""
+    stale = []
     for path in root.glob("punktfunk-*-*-*"):
-        try:
-            pid = int(path.name.split("-")[2])
-        except (IndexError, ValueError):
+        match = _WORKDIR.match(path.name)
+        if match is None:
             continue
-        if pid != os.getpid() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
+        pid = int(match["pid"])
+        if pid != os.getpid() and not pid_alive(pid) and owned(path, stat.S_IFDIR):
+            stale.append(path)
+    return stale

@@ -31,14 +31,15 @@ import numpy as np
 import pygame
 from pygame._sdl2 import controller as sdl_controller
 
-from ..native.dgram import InputEvent
-from ..native.dial import ProbeError
-from ..native.messages import Mode
-from ..native.probe import client_hello
-from ..native.quic import ClientIdentity
-from ..native.reassembly import AccessUnit
-from ..native.receiver import NativeReceiver, infer_fec_percent
-from ..native.registry import Codec
+from ..native.client.dial import ProbeError
+from ..native.client.probe import client_hello
+from ..native.client.reassembly import AccessUnit
+from ..native.client.receiver import NativeReceiver, infer_fec_percent
+from ..native.wire.dgram import InputEvent
+from ..native.wire.messages import Mode
+from ..native.wire.quic import ClientIdentity
+from ..native.wire.registry import Codec
+from ..proto.control import MIN_HEIGHT, MIN_WIDTH
 from .connect import ConnectArgs
 from .keys import (
     PadSnapshot,
@@ -52,7 +53,7 @@ from .keys import (
     removal_event,
     scancode_vk,
     snapshot_event,
-    wheel_event,
+    wheel_events,
 )
 
 MAX_PADS = 16  # the wire's pad indices 0..15
@@ -60,7 +61,7 @@ HISTORY = 600  # samples kept per statistic
 PAD_RESEND_S = 0.1  # pad state rides unreliable datagrams: repeat it while a pad is open
 OVERLAY_PERIOD_S = 0.5
 RESIZE_SETTLE_S = 0.5  # a window being dragged larger asks the host once, when it settles
-MIN_MODE = (640, 480)  # the smallest monitor a host creates
+MIN_MODE = (MIN_WIDTH, MIN_HEIGHT)  # the smallest monitor a host creates
 RUMBLE_MS = 10_000  # XInput rumble lasts until changed; the host re-sends every change
 _QUIT_MODS = (pygame.KMOD_CTRL, pygame.KMOD_ALT, pygame.KMOD_SHIFT)  # all three held
 
@@ -357,7 +358,7 @@ class Viewer:
             vk = scancode_vk(ev.scancode, ev.mod)
             if vk is not None and vk in self._held_keys:
                 self._held_keys.discard(vk)
-                self._send(key_event(vk, False, ev.mod), reliable=True)
+                self._send(key_event(vk, False, ev.mod))
         elif kind == pygame.MOUSEMOTION:
             self._pending_motion = ev.pos
         elif kind in (pygame.MOUSEBUTTONDOWN, pygame.MOUSEBUTTONUP):
@@ -365,16 +366,15 @@ class Viewer:
             button = button_event(ev.button, down)
             if button is not None:
                 self._pending_motion = ev.pos
-                self._flush_motion(reliable=True)  # the click lands where the pointer is
+                self._flush_motion()  # the click lands where the pointer is
                 (self._held_buttons.add if down else self._held_buttons.discard)(ev.button)
-                self._send(button, reliable=True)
+                self._send(button)
         elif kind == pygame.MOUSEWHEEL:
             dx, dy = getattr(ev, "precise_x", ev.x), getattr(ev, "precise_y", ev.y)
             if getattr(ev, "flipped", False):
                 dx, dy = -dx, -dy
-            wheel = wheel_event(dx, dy)
-            if wheel is not None:
-                self._send(wheel, reliable=True)
+            for wheel in wheel_events(dx, dy):
+                self._send(wheel)
         elif kind in (pygame.VIDEORESIZE, pygame.WINDOWSIZECHANGED):
             self._relayout()
             if not self._fullscreen:
@@ -424,28 +424,28 @@ class Viewer:
         vk = scancode_vk(ev.scancode, mod)
         if vk is not None:
             self._held_keys.add(vk)
-            self._send(key_event(vk, True, mod), reliable=True)
+            self._send(key_event(vk, True, mod))
 
-    def _send(self, ev: InputEvent, reliable: bool) -> None:
+    def _send(self, ev: InputEvent) -> None:
         if self.receiver.server_hello is not None:
-            self.receiver.send_input(ev, reliable)
+            self.receiver.send_routed(ev)  # as the Rust client routes it (InputRoute)
 
-    def _flush_motion(self, reliable: bool = False) -> None:
+    def _flush_motion(self) -> None:
         pos, self._pending_motion = self._pending_motion, None
         if pos is None:
             return
         at = self._viewport.to_stream(pos, self._stream)
-        self._send(move_abs_event(at, self._stream), reliable)
+        self._send(move_abs_event(at, self._stream))
 
     def _release_all(self) -> None:
         """Focus lost or leaving: nothing stays pressed on the host."""
         for vk in sorted(self._held_keys):
-            self._send(key_event(vk, False, 0), reliable=True)
+            self._send(key_event(vk, False, 0))
         self._held_keys.clear()
         for button in sorted(self._held_buttons):
             up = button_event(button, False)
             if up is not None:
-                self._send(up, reliable=True)
+                self._send(up)
         self._held_buttons.clear()
 
     # --- pads -------------------------------------------------------------------------------
@@ -466,11 +466,11 @@ class Viewer:
                 return
             index = free[0]
             self._pads[instance] = _Pad(index, pad)
-            self._send(arrival_event(index, pad_kind(pad.name)), reliable=True)
+            self._send(arrival_event(index, pad_kind(pad.name)))
         else:
             gone = self._pads.pop(ev.instance_id, None)
             if gone is not None:
-                self._send(removal_event(gone.index), reliable=True)
+                self._send(removal_event(gone.index))
                 gone.controller.quit()
 
     def _pads_tick(self, now: float) -> None:
@@ -478,7 +478,7 @@ class Viewer:
             if pad.dirty or now - pad.sent_at >= PAD_RESEND_S:
                 pad.seq = (pad.seq + 1) & 0xFF
                 pad.dirty, pad.sent_at = False, now
-                self._send(snapshot_event(pad.index, pad.seq, pad.snapshot()), reliable=False)
+                self._send(snapshot_event(pad.index, pad.seq, pad.snapshot()))
 
     def _apply_rumble(self) -> None:
         while True:

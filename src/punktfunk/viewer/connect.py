@@ -12,8 +12,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..native.dial import ProbeError
-from ..native.probe import (
+from ..native.client.dial import ProbeError
+from ..native.client.probe import (
     _CODECS,
     _SUITES,
     EXIT_FAILED,
@@ -23,7 +23,7 @@ from ..native.probe import (
     parse_mode,
     pinned_or_paired,
 )
-from ..native.registry import DEFAULT_PORT
+from ..native.wire.registry import DEFAULT_PORT
 
 INSTALL_HINT = "pip install 'punktfunk[viewer]'"
 
@@ -37,7 +37,7 @@ class ConnectArgs:
     fullscreen: bool = False
     seconds: float | None = None  # None: until the window is closed
     screenshot: Path | None = None
-    codec: str = "h264"
+    codec: str = "h264"  # or a comma list, preferred first (the ClientHello lists them all)
     suite: str = "aes128gcm"
     bitrate_kbps: int = 20_000
     name: str = "punktfunk-viewer"
@@ -69,7 +69,8 @@ def run_connect(args: ConnectArgs) -> int:
     if args.seconds is not None and args.seconds <= 0:
         print("punktfunk connect: --seconds must be positive", file=sys.stderr)
         return EXIT_USAGE
-    if args.codec not in _CODECS or args.suite not in _SUITES:
+    codecs = [c.strip() for c in args.codec.split(",")]  # preferred first, then fallbacks
+    if not all(c in _CODECS for c in codecs) or args.suite not in _SUITES:
         print("punktfunk connect: unknown codec or suite", file=sys.stderr)
         return EXIT_USAGE
     store = ClientStore(args.client_dir or default_client_dir())

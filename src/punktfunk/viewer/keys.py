@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from ..input.base import PadKind
 from ..input.padroute import native_pref
 from ..input.vk import MOD_ALT, MOD_CTRL, MOD_META, MOD_SHIFT
-from ..native.dgram import InputEvent, InputKind
+from ..native.wire.dgram import InputEvent, InputKind
 
 # SDL_Scancode (SDL_scancode.h) -> US-positional Windows VK.
 SCANCODE_VK: dict[int, int] = {
@@ -89,12 +89,12 @@ def button_event(pygame_button: int, down: bool) -> InputEvent | None:
     return InputEvent(kind, code=button)
 
 
-def wheel_event(dx: float, dy: float) -> InputEvent | None:
-    """SDL wheel motion (y > 0 away from the user, x > 0 right) in 1/120 notches."""
-    x, y = round(dx * WHEEL_DELTA), round(dy * WHEEL_DELTA)
-    if not x and not y:
-        return None
-    return InputEvent(InputKind.MOUSE_SCROLL, x=x, y=y)
+def wheel_events(dx: float, dy: float) -> list[InputEvent]:
+    """SDL wheel motion (y > 0 away from the user, x > 0 right) as MOUSE_SCROLL events in
+    1/120 notches, one per axis that moved (`input.rs`: code = axis, 0 vertical, 1 horizontal;
+    x = the delta, positive up / right)."""
+    steps = ((0, round(dy * WHEEL_DELTA)), (1, round(dx * WHEEL_DELTA)))
+    return [InputEvent(InputKind.MOUSE_SCROLL, code=axis, x=v) for axis, v in steps if v]
 
 
 @dataclass(frozen=True)
@@ -127,9 +127,10 @@ class Viewport:
 
 
 def move_abs_event(pos: tuple[int, int], stream: tuple[int, int]) -> InputEvent:
-    """MOUSE_MOVE_ABS at `pos` on a surface of the stream's size (code = width << 16 | height)."""
+    """MOUSE_MOVE_ABS at `pos` on a surface of the stream's size (`input.rs`: flags = width << 16
+    | height)."""
     return InputEvent(
-        InputKind.MOUSE_MOVE_ABS, code=(stream[0] << 16) | stream[1], x=pos[0], y=pos[1]
+        InputKind.MOUSE_MOVE_ABS, x=pos[0], y=pos[1], flags=(stream[0] << 16) | stream[1]
     )
 
 

@@ -14,9 +14,10 @@ import socket
 import threading
 from pathlib import Path
 
+from ... import leftovers
 from ...config import HostConfig
 from ...log import event
-from ..xserver import sweep_stale_workdirs
+from .. import xauth
 from .backends import BackendError, make_backend, resolve_backend
 from .server import ControlServer
 
@@ -73,8 +74,14 @@ def run_driver(
 ) -> int:
     """Serve until SIGTERM/SIGINT (or idle, when asked); 0 on a clean exit, 1 if it can't run."""
     try:
-        backend = make_backend(resolve_backend(config.display))
         config.state_dir.mkdir(parents=True, exist_ok=True)
+        # The X servers' cookies go where the host (same user, same state dir) looks.
+        backend = make_backend(
+            resolve_backend(config.display),
+            xauth.use_state_dir(config.state_dir),
+            config.state_dir,
+            config.max_monitors,
+        )
         lock_fd = _take_lock(config.state_dir)
     except (BackendError, DriverStartError, OSError, ValueError) as exc:
         event(_log, "vdisplay.driver_not_started", logging.ERROR, reason=str(exc))
@@ -86,8 +93,7 @@ def run_driver(
         os.close(lock_fd)
         event(_log, "vdisplay.driver_not_started", logging.ERROR, reason=str(exc))
         return 1
-    for stale in sweep_stale_workdirs(Path("/dev/shm")):
-        event(_log, "vdisplay.swept", path=stale, reason="left by a driver that was killed")
+    leftovers.sweep(config.state_dir, "driver")  # what a killed host and driver left
     stop = threading.Event()
     handlers = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)

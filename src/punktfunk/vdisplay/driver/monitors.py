@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass, field
 
 from ...log import event
+from ...ownfiles import unlink_own
 from ...proto.control import Status
 from ...proto.frame import parse_shm_name
 from ..base import DisplayMode
@@ -161,7 +162,7 @@ class Monitors:
         ring = None
         if name:
             try:
-                owner, _ = parse_shm_name(name)
+                owner, _, _ = parse_shm_name(name)
             except ValueError as exc:
                 raise OpError(Status.BAD_REQUEST, str(exc)) from None
             if owner != monitor.monitor_id:
@@ -179,7 +180,7 @@ class Monitors:
         if unlink_ring:
             # Its host is gone and will never unlink the rings it created.
             for ring in rings:
-                (SHM_DIR / ring).unlink(missing_ok=True)
+                unlink_own(SHM_DIR / ring)
         self.table.pop(monitor.monitor_id)
         event(
             _log,

@@ -16,6 +16,8 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from .. import xauth
+
 c_display_p = ctypes.c_void_p
 XID = ctypes.c_ulong
 
@@ -78,6 +80,10 @@ _IO_EXIT_HANDLER = ctypes.CFUNCTYPE(None, c_display_p, ctypes.c_void_p)
 
 _x11.XOpenDisplay.restype = c_display_p
 _x11.XOpenDisplay.argtypes = (ctypes.c_char_p,)
+_x11.XSetAuthorization.restype = None
+_x11.XSetAuthorization.argtypes = (ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int)
+# XSetAuthorization is process-wide: every XOpenDisplay of ours holds this while it applies.
+_open_lock = threading.Lock()
 for _name in ("XCloseDisplay", "XConnectionNumber", "XDefaultScreen", "XPending", "XFlush"):
     getattr(_x11, _name).argtypes = (c_display_p,)
 _x11.XSync.argtypes = (c_display_p, ctypes.c_int)
@@ -153,7 +159,17 @@ class XDisplay:
     """One connection to an X server, closed by `close()` or the with-block."""
 
     def __init__(self, name: str) -> None:
-        ptr = _x11.XOpenDisplay(name.encode())
+        cookie = xauth.cookie_for(name)  # one of our own servers: present its cookie
+        with _open_lock:
+            if cookie is None:
+                ptr = _x11.XOpenDisplay(name.encode())
+            else:
+                name_b = xauth.COOKIE_NAME
+                _x11.XSetAuthorization(name_b, len(name_b), cookie, len(cookie))
+                try:
+                    ptr = _x11.XOpenDisplay(name.encode())
+                finally:
+                    _x11.XSetAuthorization(None, 0, None, 0)  # back to XAUTHORITY lookups
         if not ptr:
             raise XError(f"cannot open X display {name!r}")
         self.ptr: int = ptr

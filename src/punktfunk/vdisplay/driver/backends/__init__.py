@@ -8,6 +8,7 @@ into a ring slot. `auto` takes xorg-dummy, then xvfb, then pattern, by what is i
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -81,7 +82,14 @@ def resolve_backend(choice: str) -> DisplayBackend:
     return backend
 
 
-def make_backend(backend: DisplayBackend) -> Backend:
+def make_backend(
+    backend: DisplayBackend,
+    auth_dir: Path | None = None,
+    state_dir: Path | None = None,
+    max_monitors: int = 8,
+) -> Backend:
+    """The driver's backend; X servers keep their auth cookies in `auth_dir` (see `xauth`),
+    sway its sockets under `state_dir` (see `wayland.sway`)."""
     if backend is DisplayBackend.PATTERN:
         from .pattern import PatternBackend
 
@@ -89,9 +97,13 @@ def make_backend(backend: DisplayBackend) -> Backend:
     if backend is DisplayBackend.XVFB:
         from .xvfb import XvfbBackend
 
-        return XvfbBackend()
+        return XvfbBackend(auth_dir)
     if backend is DisplayBackend.XORG_DUMMY:
         from .xorg_dummy import XorgDummyBackend
 
-        return XorgDummyBackend()
+        return XorgDummyBackend(auth_dir)
+    if backend is DisplayBackend.WLROOTS and state_dir is not None:
+        from .wlroots import WlrootsBackend
+
+        return WlrootsBackend(state_dir, max_monitors)
     raise BackendError(f"display={backend} has no driver backend")

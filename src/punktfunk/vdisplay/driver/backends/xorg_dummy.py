@@ -59,6 +59,9 @@ class XorgDummyBackend:
     name = DisplayBackend.XORG_DUMMY
     renders_hdr = False
 
+    def __init__(self, auth_dir: Path | None = None) -> None:
+        self.auth_dir = auth_dir  # where its X servers' cookies go (None: their work dir)
+
     def create(self, monitor_id: int, mode: DisplayMode, hdr: bool) -> XScreenSource:
         binary = xorg_binary()
         if binary is None:
@@ -90,7 +93,9 @@ class XorgDummyBackend:
             ]
 
         try:
-            server = start_server("Xorg", argv, workdir, log_path=workdir / "Xorg.log")
+            server = start_server(
+                "Xorg", argv, workdir, log_path=workdir / "Xorg.log", auth_dir=self.auth_dir
+            )
         except XServerError as exc:
             raise BackendError(str(exc)) from None
         return XScreenSource(server, mode)

@@ -26,7 +26,9 @@ _log = logging.getLogger("punktfunk.vdisplay.driver")
 
 # Offered next to the client's own mode, so a game finds the usual list to switch between.
 COMMON_SIZES = (
+    (640, 360),  # Moonlight's 360p and 480p
     (640, 480),
+    (854, 480),
     (800, 600),
     (1024, 768),
     (1280, 720),

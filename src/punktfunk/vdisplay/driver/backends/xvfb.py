@@ -82,6 +82,9 @@ class XvfbBackend:
     name = DisplayBackend.XVFB
     renders_hdr = False
 
+    def __init__(self, auth_dir: Path | None = None) -> None:
+        self.auth_dir = auth_dir  # where its X servers' cookies go (None: their work dir)
+
     def create(self, monitor_id: int, mode: DisplayMode, hdr: bool) -> XvfbSource:
         binary = shutil.which("Xvfb")
         if binary is None:
@@ -108,7 +111,7 @@ class XvfbBackend:
             ]
 
         try:
-            server = start_server("Xvfb", argv, workdir)
+            server = start_server("Xvfb", argv, workdir, auth_dir=self.auth_dir)
         except XServerError as exc:
             raise BackendError(str(exc)) from None
         return XvfbSource(server, mode, workdir / "Xvfb_screen0")

@@ -1,0 +1,1 @@
+"""The punktfunk/2 client: dial, pair, receive, reassemble, probe."""

@@ -1,0 +1,1 @@
+"""The punktfunk/2 host: socket shell, connections, sessions, paired clients."""

@@ -1,0 +1,57 @@
+"""What `punktfunk doctor` says about Wayland here: which backends can run, and why not."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from .sway import sway_binary
+
+
+def wlroots_check() -> tuple[bool, str]:
+    """Whether display=wlroots can start its sway here."""
+    if sway_binary() is None:
+        return False, "missing — apt-get install sway"
+    if os.geteuid() != 0:
+        return True, "sway: one headless output per client (Wayland)"
+    # sway refuses root: it runs in a user namespace, which the kernel must allow.
+    try:
+        done = subprocess.run(
+            ["unshare", "--user", "--map-user=1000", "--map-group=1000", "true"],
+            capture_output=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"as root sway needs a user namespace: {exc}"
+    if done.returncode != 0:
+        reason = done.stderr.decode(errors="replace").strip() or f"exit {done.returncode}"
+        return False, f"as root sway needs a user namespace: {reason}"
+    return True, "sway in a user namespace (it refuses root): one headless output per client"
+
+
+def attach_check() -> tuple[bool, str]:
+    """Whether attach:wayland can stream the session this process runs in."""
+    from .attach import WaylandAttachError, compositor_socket
+
+    try:
+        socket = compositor_socket()
+    except WaylandAttachError as exc:
+        return False, f"no Wayland session here ({exc})"
+    try:
+        from .screencopy import ScreencopyOutput
+
+        probe = ScreencopyOutput(socket, "")
+    except Exception as exc:  # any reason the compositor cannot be captured is the answer
+        return False, f"{socket}: {exc}"
+    name, mode = probe.output_name, probe.output_mode
+    probe.close()
+    size = f" {mode[0]}x{mode[1]}" if mode else ""
+    return True, f"{socket}: screencopy of {name}{size} (no portal needed)"
+
+
+def missing_parts() -> str:
+    """What of the Wayland work does not exist yet, so nobody looks for it."""
+    if shutil.which("gamescope"):
+        return "gamescope and the portal path (GNOME/KDE) are not implemented yet"
+    return "gamescope (not installed) and the portal path (GNOME/KDE) are not implemented yet"
