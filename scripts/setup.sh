@@ -11,6 +11,8 @@ DEB_PACKAGES=(
     pulseaudio pulseaudio-utils edid-decode
     chromium chromium-driver
     sway foot
+    dbus pipewire pipewire-bin wireplumber xdg-desktop-portal
+    gstreamer1.0-tools gstreamer1.0-pipewire gstreamer1.0-plugins-base gstreamer1.0-plugins-bad
 )
 
 missing=()

@@ -52,3 +52,7 @@ def test_auto_follows_the_cores() -> None:
     cores = len(os.sched_getaffinity(0))
     assert workers_enabled("auto") is (cores >= workerproc.AUTO_MIN_CORES)
     assert not workers_enabled("auto", test_send_limit=True)
+    # An attached Wayland desktop's capture holds the host's portal/compositor connection.
+    assert not workers_enabled("on", display="attach:portal")
+    assert not workers_enabled("on", display="attach:wayland:DP-1")
+    assert workers_enabled("on", display="attach:1")

@@ -93,8 +93,8 @@ def _boolean(text: str) -> bool:
 DISPLAY_BACKENDS = ("auto", "xorg-dummy", "xvfb", "pattern", "wlroots")
 _X_DISPLAY = re.compile(r"^[A-Za-z0-9.\-]*:\d+(\.\d+)?$")
 _WAYLAND_ATTACH = re.compile(
-    r"^attach:wayland(:[A-Za-z0-9._\-]+)?$"
-)  # an output of a wlroots session
+    r"^attach:(wayland(:[A-Za-z0-9._\-]+)?|portal)$"
+)  # the Wayland session the host runs in: an output by name, or what its portal grants
 
 
 def _display(text: str) -> str:
@@ -228,11 +228,13 @@ class HostConfig:
     display: str = _knob(
         _display,
         "auto",
-        "auto|xorg-dummy|xvfb|pattern|wlroots|attach:<X display>|attach:wayland[:<output>]",
+        "auto|xorg-dummy|xvfb|pattern|wlroots|attach:<X display>|attach:wayland[:<output>]"
+        "|attach:portal",
         "virtual display backend: auto picks xorg-dummy, then xvfb, then the built-in pattern; "
         "wlroots gives each client an output of a private headless sway (Wayland); "
-        "attach:<X display> streams an existing X display, attach:wayland[:<output>] an output "
-        "of the wlroots session the host runs in",
+        "attach:<X display> streams an existing X display; attach:portal the Wayland desktop the "
+        "host runs in through its ScreenCast portal (asks once); attach:wayland the same, or "
+        "wlr-screencopy where no portal answers; attach:wayland:<output> that output directly",
     )
     capture: str = _knob(
         _choice("auto", "idd-push", "x11"),

@@ -34,7 +34,7 @@ def _tool(name: str, program: str, package: str, purpose: str) -> Check:
 
 def machine_checks() -> list[Check]:
     """Optional capabilities: each missing one disables a feature, never the host."""
-    from .wayland.checks import attach_check, missing_parts, wlroots_check
+    from .wayland.checks import attach_check, missing_parts, portal_check, wlroots_check
 
     displays = available_backends()
     return [
@@ -52,6 +52,7 @@ def machine_checks() -> list[Check]:
         ),
         Check("display wlroots", *wlroots_check()),
         Check("attach:wayland", *attach_check()),
+        Check("attach:portal", *portal_check()),
         Check("wayland (other)", False, missing_parts()),
         Check("display pattern", True, "built in (the embedded default)"),
         _tool("audio", "pulseaudio", "pulseaudio", "per-session sinks; without it a test tone"),

@@ -284,7 +284,7 @@ def start_host(
     On StartError `services` stay open (the caller closes them)."""
     if apps is None:
         apps = configured_apps(config)
-    workers = workers_enabled(config.session_workers, config.test_send_limit)
+    workers = workers_enabled(config.session_workers, config.test_send_limit, config.display)
     leftovers.sweep(config.state_dir, "host")  # what a killed host and driver left
     identity = load_or_create(config.state_dir / "identity")
     if config.test_send_limit:

@@ -34,6 +34,16 @@ def open_capture(
             "GPU-resident capture is not available on Linux yet; open with OutputFormat(gpu=False)"
         )
     output = lease.output
+    node = getattr(lease, "pipewire_node", None)  # attach:portal: what the portal granted
+    if node is not None:
+        from .pipewire import PipeWireCapturer
+
+        return PipeWireCapturer(
+            lease.pipewire_fd,  # type: ignore[attr-defined]
+            node,
+            fmt,
+            pipeline_depth=pipeline_depth,
+        )
     socket = getattr(lease, "wayland_socket", None)  # attach:wayland: a running compositor
     if socket is not None:
         from .wayland import WaylandCapturer

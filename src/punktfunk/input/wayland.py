@@ -117,7 +117,9 @@ class WaylandInjector:
                 output.dispatcher["name"] = lambda proxy, text: names.__setitem__(proxy, text)
                 outputs.append(output)
         self._display.roundtrip()
-        output = next((o for o in outputs if names.get(o) == self.output_name), None)
+        output = next(
+            (o for o in outputs if names.get(o) == self.output_name or not self.output_name), None
+        )
         if output is None:
             raise WaylandInputError(f"no output {self.output_name}")
         if self.seat_name:
@@ -279,7 +281,8 @@ class WaylandInjector:
 
 def open_for_lease(state_dir: Path, lease: object) -> WaylandInjector:
     """The injector for a display=wlroots monitor (its output and its own seat) or for an
-    `attach:wayland` output (the running compositor's first seat)."""
+    attached desktop (the running compositor's first seat; `wayland_output` "" for what a
+    portal granted: the first output)."""
     from ..wayland.sway import find_sockets, runtime_dir, workspace_name
 
     output = lease.output  # type: ignore[attr-defined]
@@ -290,7 +293,8 @@ def open_for_lease(state_dir: Path, lease: object) -> WaylandInjector:
         if sockets is None:
             raise WaylandInputError("no sway runs for this state dir")
         socket, seat = sockets[0], workspace_name(output.monitor_id)
+    name = getattr(lease, "wayland_output", output.display_name)
     try:
-        return WaylandInjector(socket, output.display_name, seat)
+        return WaylandInjector(socket, name, seat)
     except (RuntimeError, OSError) as exc:
         raise WaylandInputError(f"input into {output.display_name}: {exc}") from None

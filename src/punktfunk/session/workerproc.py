@@ -46,9 +46,12 @@ Message = tuple[Any, ...]
 AUTO_MIN_CORES = 8  # below this one process is as fast and cheaper (docs/scaling.md)
 
 
-def workers_enabled(setting: str, test_send_limit: bool = False) -> bool:
+def workers_enabled(setting: str, test_send_limit: bool = False, display: str = "") -> bool:
     """`session_workers` resolved for this machine. The test send limiter lives in the host
-    process, so a host running it keeps its media there."""
+    process, so a host running it keeps its media there; so does an attached Wayland desktop,
+    whose capture holds the compositor or portal connection the host opened."""
+    if display.startswith(("attach:wayland", "attach:portal")):
+        return False
     if setting == "on":
         return True
     if setting == "off" or test_send_limit:

@@ -14,10 +14,13 @@ from .base import DisplayBackend, VirtualDisplay
 def open_display(
     config: HostConfig, backend: DisplayBackend, attach_target: str | None = None
 ) -> VirtualDisplay:
-    if backend is DisplayBackend.ATTACH and (attach_target or "").split(":")[0] == "wayland":
+    if backend is DisplayBackend.ATTACH and (attach_target or "").split(":")[0] in (
+        "wayland",
+        "portal",
+    ):
         from ..wayland.attach import WaylandAttachedDisplay
 
-        return WaylandAttachedDisplay(attach_target or "")
+        return WaylandAttachedDisplay(attach_target or "", config.state_dir)
     if backend is DisplayBackend.ATTACH:
         from .attach import AttachedDisplay
 

@@ -1,20 +1,33 @@
-"""`attach:wayland[:OUTPUT]`: stream an output of a wlroots compositor that already runs (the
-user's own sway/Hyprland session), with no portal: screencopy and virtual input directly.
+"""Stream the Wayland desktop the host runs in (the user's own session); nothing is created.
 
-The host runs inside that session: `WAYLAND_DISPLAY` and `XDG_RUNTIME_DIR` name the compositor.
-Nothing is created or removed; a lease names the output at its current mode.
+- `attach:portal`: what the desktop's ScreenCast portal grants (`portal.py`; GNOME, KDE, or
+  wlroots with xdg-desktop-portal-wlr), as a PipeWire stream. The user consents once: the
+  restore token is kept in `<state_dir>/portal-restore-token` (0600).
+- `attach:wayland:OUTPUT`: that output of a wlroots compositor (sway, Hyprland, river) with
+  wlr-screencopy directly, no portal and no consent.
+- `attach:wayland`: the portal where one answers on the session bus, else (or when the portal
+  refuses) wlr-screencopy of the first output; the choice is logged.
+
+`WAYLAND_DISPLAY` and `XDG_RUNTIME_DIR` name the compositor; a lease has the output's current
+mode. Input goes through the compositor's virtual pointer/keyboard where it offers them.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from ..log import event
 from ..vdisplay.base import DisplayBackend, DisplayMode, MonitorRequest
 from ..vdisplay.manager import Output
+from .portal import PortalError, ScreenCast, screencast_available
 from .screencopy import ScreencopyError, ScreencopyOutput
+
+_log = logging.getLogger("punktfunk.vdisplay")
+TOKEN_FILE = "portal-restore-token"
 
 
 class WaylandAttachError(RuntimeError):
@@ -74,17 +87,88 @@ class WaylandAttachedLease:
         self.close()
 
 
+class PortalLease:
+    """What the ScreenCast portal granted; closing the lease ends the portal session."""
+
+    def __init__(self, output: Output, cast: ScreenCast, socket: Path | None) -> None:
+        self._output = output
+        self._cast = cast
+        self.pipewire_node = cast.stream.node_id
+        self.pipewire_fd = cast.pipewire_fd
+        if socket is not None:  # input through the compositor's virtual devices, if it has them
+            self.wayland_socket = socket
+            self.wayland_output = ""  # the portal does not name the output: the first one
+
+    @property
+    def output(self) -> Output:
+        return self._output
+
+    def environment(self) -> dict[str, str]:
+        return {}  # apps start in the user's desktop as it is
+
+    def close(self) -> None:
+        self._cast.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
 class WaylandAttachedDisplay:
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, state_dir: Path) -> None:
         self.target = target
+        self.kind = target.split(":")[0]
         self.output_name = parse_target(target)
+        self._token_path = state_dir / TOKEN_FILE
 
     @property
     def backend(self) -> DisplayBackend:
         return DisplayBackend.ATTACH
 
-    def acquire(self, request: MonitorRequest) -> WaylandAttachedLease:
-        """A lease on the output as it is (the request's mode is not applied)."""
+    def acquire(self, request: MonitorRequest) -> WaylandAttachedLease | PortalLease:
+        """A lease on the desktop as it is (the request's mode is not applied)."""
+        if self.kind == "portal":
+            return self._portal(request)
+        if not self.output_name:
+            usable, why = screencast_available()
+            if usable:
+                try:
+                    return self._portal(request)
+                except WaylandAttachError as exc:
+                    event(_log, "display.fallback", logging.WARNING, frm="portal",
+                          to="wlr-screencopy", reason=exc)  # fmt: skip
+            else:
+                event(_log, "display.attach", path="wlr-screencopy", reason=why)
+        return self._screencopy()
+
+    def _portal(self, request: MonitorRequest) -> PortalLease:
+        try:
+            cast = ScreenCast(self._token_path)
+        except PortalError as exc:
+            raise WaylandAttachError(f"attach:{self.target}: ScreenCast portal: {exc}") from None
+        stream = cast.stream
+        mode = DisplayMode(
+            stream.width or request.mode.width,
+            stream.height or request.mode.height,
+            request.mode.refresh_hz,
+        )
+        name = f"portal:{stream.node_id}"
+        output = Output(0, 0, name, mode, False, b"", DisplayBackend.ATTACH)
+        try:
+            socket: Path | None = compositor_socket()
+        except WaylandAttachError:
+            socket = None
+        event(_log, "display.attach", path="portal", node=stream.node_id, mode=str(mode))
+        return PortalLease(output, cast, socket)
+
+    def _screencopy(self) -> WaylandAttachedLease:
         socket = compositor_socket()
         try:
             probe = ScreencopyOutput(socket, self.output_name)

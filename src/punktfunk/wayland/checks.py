@@ -50,8 +50,20 @@ def attach_check() -> tuple[bool, str]:
     return True, f"{socket}: screencopy of {name}{size} (no portal needed)"
 
 
+def portal_check() -> tuple[bool, str]:
+    """Whether attach:portal can stream the desktop this process runs in."""
+    from .portal import screencast_available
+
+    usable, detail = screencast_available()
+    if not usable:
+        return False, detail
+    if shutil.which("gst-launch-1.0") is None:
+        return False, f"{detail}, but no GStreamer (apt-get install gstreamer1.0-tools "
+        "gstreamer1.0-pipewire gstreamer1.0-plugins-base gstreamer1.0-plugins-bad)"
+    return True, f"{detail}: PipeWire through GStreamer (asks once, then the restore token)"
+
+
 def missing_parts() -> str:
     """What of the Wayland work does not exist yet, so nobody looks for it."""
-    if shutil.which("gamescope"):
-        return "gamescope and the portal path (GNOME/KDE) are not implemented yet"
-    return "gamescope (not installed) and the portal path (GNOME/KDE) are not implemented yet"
+    gamescope = "gamescope" if shutil.which("gamescope") else "gamescope (not installed)"
+    return f"{gamescope} and input through the RemoteDesktop portal are not implemented yet"

@@ -1,0 +1,109 @@
+"""`attach:portal` end to end: Moonlight streams the Wayland desktop the host runs in, through
+the desktop's ScreenCast portal and PipeWire, asked once.
+
+The desktop is a headless sway with a real xdg-desktop-portal, PipeWire and wireplumber
+(`portal_stack.py`; its ScreenCast backend is the test's own because Debian 12's
+xdg-desktop-portal-wlr cannot share a screen without a GPU, see `portal_backend.py`). The host
+runs inside that session (its bus and Wayland socket in the environment), as `punktfunk serve`
+started from a user's desktop would.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gs_host import PUNKTFUNK, Host, drive, finish_drive, start_drive
+from portal_stack import PortalDesktop, missing_parts
+from punktfunk.vdisplay.base import DisplayBackend, DisplayMode
+from test_gamestream_wlroots import RED, _app, _close
+from test_vdisplay_support import require_backend, wait_until
+
+
+def _require_portal_stack() -> None:
+    missing = missing_parts()
+    if missing:
+        message = f"the portal test needs {', '.join(missing)} (scripts/setup.sh installs them)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def test_moonlight_streams_the_desktop_through_its_portal_and_is_asked_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_backend(DisplayBackend.WLROOTS)
+    _require_portal_stack()
+    desktop = PortalDesktop(DisplayMode(1280, 720, 30))
+    app = None
+    host = None
+    try:
+        for key, value in desktop.env.items():
+            monkeypatch.setenv(key, value)
+        doctor = subprocess.run([str(PUNKTFUNK), "doctor"], capture_output=True, text=True)
+        assert re.search(r"attach:portal\s+ok\s+ScreenCast portal v4", doctor.stdout), doctor.stdout
+        script = _app(tmp_path, "Own", "ff0000").split("=", 1)[1].split()[1]
+        app = subprocess.Popen(["sh", script], stdin=subprocess.DEVNULL)
+        assert wait_until(lambda: desktop.sway.ipc.windows().get("pf-0") == [app.pid], 20)
+        host = Host(tmp_path, "--pin", "4321", "--display", "attach:portal")
+        drive(tmp_path, "--pin", "4321", "--pair-only")
+
+        # First launch: the portal asks (a desktop shows its dialog), the picture is the
+        # desktop at its own size, keys and clicks reach the app in it.
+        flag = tmp_path / "go"
+        client = start_drive(
+            tmp_path, "--seconds", "60", "--mode", "800x600x30",
+            "--input-after-file", str(flag), "--click", "100,600", "--keys", "Hi\r",
+            "--stop-file", str(tmp_path / "Own.txt"),
+        )  # fmt: skip
+        assert wait_until(lambda: len(host.status()["sessions"]) == 1, 60), host.status()
+        flag.write_text("go")
+        result = finish_drive(client, timeout=60)
+        assert (tmp_path / "Own.txt").read_text().strip() == "Hi"
+        assert result["shape"] == [720, 1280, 3], result["shape"]  # the desktop as it is
+        assert _close(result["centre_bgr"], RED), result["centre_bgr"]
+        assert host.wait_no_sessions() == []
+        # The session ended: the host closed its portal session (the grant is not left open).
+        assert wait_until(lambda: any("closed" in r for r in desktop.records()), 10)
+        token = host.state / "portal-restore-token"
+        assert stat.S_IMODE(token.stat().st_mode) == 0o600
+
+        # Second launch: the kept restore token, no question asked.
+        again = drive(tmp_path, "--seconds", "3", "--mode", "800x600x30")
+        assert again["shape"] == [720, 1280, 3], again
+        assert host.wait_no_sessions() == []
+        starts = [r["start"] for r in desktop.records() if "start" in r]
+        assert starts == ["asked", "restored"], desktop.records()
+        log = (tmp_path / "host.log").read_text()
+        assert re.search(r"display\.attach .*path=portal", log), log[-3000:]
+        assert re.search(r"portal\.granted .*restored=True", log), log[-3000:]
+    finally:
+        if host is not None:
+            host.kill()
+        if app is not None:
+            app.kill()
+            app.wait()
+        desktop.close()
+
+
+def test_attach_portal_without_a_portal_says_why_and_the_host_keeps_serving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No session bus: the launch fails with the reason in the log; the host stays up."""
+    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
+    host = Host(tmp_path, "--pin", "4321", "--display", "attach:portal")
+    try:
+        drive(tmp_path, "--pin", "4321", "--pair-only")
+        refused = drive(tmp_path, "--launch-only", timeout=90)
+        assert refused["launched"] is False, refused
+        log = (tmp_path / "host.log").read_text()
+        assert "ScreenCast portal: no session bus" in log, log[-3000:]
+        assert host.proc.poll() is None
+        assert host.status()["sessions"] == []
+    finally:
+        host.kill()
