@@ -7,6 +7,7 @@ pixel checks look for.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -339,3 +340,35 @@ def test_doctor_says_what_wayland_can_run_here(
         assert ok and "screencopy of HEADLESS-" in detail, detail
     finally:
         lease.close()
+
+
+def test_auto_prefers_a_gpu_compositor_only_where_one_can_render() -> None:
+    """display=auto: sway on a render node first (the X servers render on the CPU); on a box
+    without one (this one, CI) the X servers, and the reason is the one the driver logs."""
+    from punktfunk.vdisplay.base import AUTO_ORDER, auto_order
+    from punktfunk.wayland.checks import gpu_compositor, gpu_verdict
+
+    node = "/dev/dri/renderD128"
+    assert gpu_verdict([node], [node], (True, "sway")) == (True, f"sway renders on {node}")
+    assert gpu_verdict([], [], (True, "sway"))[1].startswith("no GPU render node")
+    assert "cannot be opened" in gpu_verdict([node], [], (True, "sway"))[1]
+    assert "sway cannot run: no userns" in gpu_verdict([node], [node], (False, "no userns"))[1]
+    assert auto_order(True) == (DisplayBackend.WLROOTS, *AUTO_ORDER)
+    assert auto_order(False) == AUTO_ORDER
+    if not list(Path("/dev/dri").glob("renderD*")):
+        assert gpu_compositor() == (False, gpu_verdict([], [], (True, ""))[1])
+
+
+def test_the_driver_logs_why_auto_did_not_pick_the_gpu_compositor(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from punktfunk.vdisplay.driver import backends
+    from punktfunk.wayland import checks
+
+    monkeypatch.setattr(checks, "gpu_compositor", lambda: (False, "no GPU render node (test)"))
+    with caplog.at_level(logging.INFO, logger="punktfunk"):
+        picked = backends.resolve_backend("auto")
+    assert picked is not DisplayBackend.WLROOTS
+    assert "gpu_compositor=" in caplog.text and "no GPU render node (test)" in caplog.text
+    monkeypatch.setattr(checks, "gpu_compositor", lambda: (True, "sway renders on renderD128"))
+    assert backends.resolve_backend("auto") is DisplayBackend.WLROOTS

@@ -230,7 +230,8 @@ class HostConfig:
         "auto",
         "auto|xorg-dummy|xvfb|pattern|wlroots|attach:<X display>|attach:wayland[:<output>]"
         "|attach:portal",
-        "virtual display backend: auto picks xorg-dummy, then xvfb, then the built-in pattern; "
+        "virtual display backend: auto picks sway on a GPU render node where one starts, else "
+        "xorg-dummy, then xvfb, then the built-in pattern; "
         "wlroots gives each client an output of a private headless sway (Wayland); "
         "attach:<X display> streams an existing X display; attach:portal the Wayland desktop the "
         "host runs in through its ScreenCast portal (asks once); attach:wayland the same, or "

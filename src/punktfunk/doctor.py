@@ -34,7 +34,13 @@ def _tool(name: str, program: str, package: str, purpose: str) -> Check:
 
 def machine_checks() -> list[Check]:
     """Optional capabilities: each missing one disables a feature, never the host."""
-    from .wayland.checks import attach_check, missing_parts, portal_check, wlroots_check
+    from .wayland.checks import (
+        attach_check,
+        gpu_compositor,
+        missing_parts,
+        portal_check,
+        wlroots_check,
+    )
 
     displays = available_backends()
     return [
@@ -51,6 +57,7 @@ def machine_checks() -> list[Check]:
             "Xvfb" if DisplayBackend.XVFB in displays else "missing — apt-get install xvfb",
         ),
         Check("display wlroots", *wlroots_check()),
+        Check("gpu compositor", *gpu_compositor()),
         Check("attach:wayland", *attach_check()),
         Check("attach:portal", *portal_check()),
         Check("wayland (other)", False, missing_parts()),

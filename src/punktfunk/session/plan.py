@@ -28,7 +28,7 @@ from ..encode.base import PREFERENCE, Codec, EncoderBackend, ProbedEncoder
 from ..encode.throughput import sustains
 from ..log import event
 from ..proto.frame import PixelFormat
-from ..vdisplay.base import AUTO_ORDER, DisplayBackend, DisplayMode
+from ..vdisplay.base import DisplayBackend, DisplayMode, auto_order
 
 _log = logging.getLogger("punktfunk.session.plan")
 
@@ -126,11 +126,19 @@ class SessionPlan:
         return f"{self.codec} {self.mode}" + (f" ({notes})" if notes else "")
 
 
+def _gpu_compositor(caps: MachineCaps) -> bool:
+    if DisplayBackend.WLROOTS not in caps.displays:
+        return False
+    from ..wayland.checks import gpu_compositor
+
+    return gpu_compositor()[0]
+
+
 def _resolve_display(config: HostConfig, caps: MachineCaps) -> tuple[DisplayBackend, str | None]:
     if config.display.startswith("attach:"):
         return DisplayBackend.ATTACH, config.display[len("attach:") :]
     if config.display == "auto":
-        for backend in AUTO_ORDER:
+        for backend in auto_order(_gpu_compositor(caps)):
             if backend in caps.displays:
                 return backend, None
         raise PlanError("display=auto found no usable display backend")

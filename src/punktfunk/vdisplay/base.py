@@ -36,8 +36,15 @@ class DisplayBackend(StrEnum):
         return self is not DisplayBackend.ATTACH
 
 
-# auto picks the first of these that this machine can run.
+# auto picks the first of these that this machine can run (`auto_order`).
 AUTO_ORDER = (DisplayBackend.XORG_DUMMY, DisplayBackend.XVFB, DisplayBackend.PATTERN)
+
+
+def auto_order(gpu_compositor: bool) -> tuple[DisplayBackend, ...]:
+    """auto's preference: a GPU-rendering compositor (sway on a render node) before the X
+    servers, which render on the CPU, where one can start here."""
+    return (DisplayBackend.WLROOTS, *AUTO_ORDER) if gpu_compositor else AUTO_ORDER
+
 
 _DUMMY_DRIVER = Path("/usr/lib/xorg/modules/drivers/dummy_drv.so")
 

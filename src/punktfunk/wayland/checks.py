@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import glob
 import os
 import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
-from .sway import sway_binary
+from .sway import Sway, SwayError, sway_binary
 
 
 def wlroots_check() -> tuple[bool, str]:
@@ -67,3 +71,37 @@ def missing_parts() -> str:
     """What of the Wayland work does not exist yet, so nobody looks for it."""
     gamescope = "gamescope" if shutil.which("gamescope") else "gamescope (not installed)"
     return f"{gamescope} and input through the RemoteDesktop portal are not implemented yet"
+
+
+def gpu_verdict(
+    nodes: list[str], openable: list[str], wlroots: tuple[bool, str]
+) -> tuple[bool, str]:
+    """Whether sway may render on a GPU here, from the render nodes found, those this process
+    may open, and whether sway runs at all."""
+    if not nodes:
+        return False, "no GPU render node (/dev/dri/renderD*): the X servers, on the CPU"
+    if not openable:
+        return False, f"{nodes[0]} cannot be opened by this user"
+    usable, why = wlroots
+    if not usable:
+        return False, f"{openable[0]} present, but sway cannot run: {why}"
+    return True, f"sway renders on {openable[0]}"
+
+
+@functools.cache
+def gpu_compositor() -> tuple[bool, str]:
+    """Whether a GPU-rendering sway can start here: the prerequisites, then one real start
+    (renderer gles2) in a scratch dir. Once per process; nothing to do without a render node."""
+    nodes = sorted(glob.glob("/dev/dri/renderD*"))
+    openable = [n for n in nodes if os.access(n, os.R_OK | os.W_OK)]
+    usable, why = gpu_verdict(nodes, openable, wlroots_check() if openable else (False, ""))
+    if not usable:
+        return usable, why
+    scratch = Path(tempfile.mkdtemp(prefix="pf-gpu-", dir="/tmp"))
+    try:
+        Sway(scratch, renderer="gles2", seats=1).stop()
+    except (SwayError, OSError) as exc:
+        return False, f"sway on {openable[0]} did not start: {exc}"
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return True, why

@@ -15,7 +15,7 @@ import numpy as np
 
 from ....log import event
 from ....proto.frame import PixelFormat
-from ...base import AUTO_ORDER, DisplayBackend, DisplayMode, available_backends
+from ...base import DisplayBackend, DisplayMode, auto_order, available_backends
 
 _log = logging.getLogger("punktfunk.vdisplay.driver")
 
@@ -63,15 +63,22 @@ def resolve_backend(choice: str) -> DisplayBackend:
     """The concrete backend for the `display` setting; auto logs what it picked and why."""
     installed = available_backends()
     if choice == "auto":
-        for backend in AUTO_ORDER:
+        gpu, why = (False, "sway not installed")
+        if DisplayBackend.WLROOTS in installed:
+            from ....wayland.checks import gpu_compositor
+
+            gpu, why = gpu_compositor()
+        order = auto_order(gpu)
+        for backend in order:
             if backend in installed:
-                skipped = [b.value for b in AUTO_ORDER[: AUTO_ORDER.index(backend)]]
+                skipped = [b.value for b in order[: order.index(backend)]]
                 event(
                     _log,
                     "vdisplay.backend_auto",
                     backend=backend.value,
-                    reason="first installed of " + ",".join(b.value for b in AUTO_ORDER),
+                    reason="first installed of " + ",".join(b.value for b in order),
                     not_installed=",".join(skipped) or "none",
+                    gpu_compositor=why,
                 )
                 return backend
     backend = DisplayBackend(choice)
