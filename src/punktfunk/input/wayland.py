@@ -4,6 +4,8 @@ A virtual pointer bound to the client's output (`zwlr_virtual_pointer_v1` versio
 positions land on that output whatever the layout) and a virtual keyboard
 (`zwp_virtual_keyboard_v1`) with an xkb keymap that the compositor compiles from the system's
 xkb data (evdev keycodes, US layout: keys are sent as US key positions, like the X11 path).
+Text beyond the US layout (é, ß, €, →, any code point) is typed on spare keys: the keymap is
+sent again with those characters bound to F13..F24, as X11's spare keycodes do.
 Requests are only written (nothing is read but errors), under one lock.
 """
 
@@ -27,13 +29,27 @@ _log = logging.getLogger("punktfunk.input")
 WHEEL_DELTA = 120  # one notch, in the units clients send
 _STEP = 15.0  # wl_pointer axis units per notch (what libinput reports for a wheel click)
 _BUTTONS = {1: 0x110, 2: 0x112, 3: 0x111, 4: 0x113, 5: 0x114}  # BTN_LEFT/MIDDLE/RIGHT/SIDE/EXTRA
-_KEYMAP = b"""xkb_keymap {
+_KEYMAP = """xkb_keymap {
     xkb_keycodes { include "evdev+aliases(qwerty)" };
     xkb_types { include "complete" };
     xkb_compat { include "complete" };
-    xkb_symbols { include "pc+us+inet(evdev)" };
+    xkb_symbols { include "pc+us+inet(evdev)"%s };
 };
-\0"""
+"""
+# Spare keys for text the US layout lacks: F13..F24 (evdev 183..194), which no client sends.
+_SPARE = tuple((183 + i, f"FK{13 + i}") for i in range(12))
+
+
+def keymap(extra: dict[str, int]) -> bytes:
+    """The keymap, with each character of `extra` bound to its spare evdev code."""
+    names = dict(_SPARE)
+    binds = "".join(
+        f"\n        key <{names[code]}> {{ [ U{ord(char):04X} ] }};"
+        for char, code in sorted(extra.items(), key=lambda item: item[1])
+    )
+    return (_KEYMAP % (binds + "\n    " if binds else "")).encode() + b"\0"
+
+
 _XKB_V1 = 1
 # evdev code -> xkb real modifier of the keymap above: Shift, Control, Mod1 (Alt), Mod4 (Super).
 _MODIFIERS = {42: 0x01, 54: 0x01, 29: 0x04, 97: 0x04, 56: 0x08, 100: 0x08, 125: 0x40, 126: 0x40}
@@ -80,6 +96,7 @@ class WaylandInjector:
         self._buttons: set[int] = set()
         self._scroll = [0, 0]
         self._locked = 0
+        self._spare: dict[str, int] = {}  # character -> spare evdev code, oldest first
         self._closed = False
         self._display = Display(str(socket))
         self._display.connect()
@@ -138,11 +155,15 @@ class WaylandInjector:
             found["zwp_virtual_keyboard_manager_v1"][0][0], ZwpVirtualKeyboardManagerV1, 1
         )
         self._keyboard = keyboards.create_virtual_keyboard(seat)
+        self._send_keymap()
+        self._display.roundtrip()  # the fd is sent; a refused keymap shows up here
+
+    def _send_keymap(self) -> None:
+        data = keymap(self._spare)
         fd = os.memfd_create("pf-keymap", os.MFD_CLOEXEC)
         try:
-            os.write(fd, _KEYMAP)
-            self._keyboard.keymap(_XKB_V1, fd, len(_KEYMAP))
-            self._display.roundtrip()  # the fd is sent; a refused keymap shows up here
+            os.write(fd, data)
+            self._keyboard.keymap(_XKB_V1, fd, len(data))
         finally:
             os.close(fd)
 
@@ -186,14 +207,17 @@ class WaylandInjector:
         self._keyboard.modifiers(depressed, 0, self._locked, 0)
 
     def text(self, utf8: str) -> None:
-        """Type text: what the US layout has (ASCII) as key presses; other code points would
-        need a keymap of their own and are dropped (counted in the log)."""
-        missing = 0
+        """Type text: US-layout characters as their keys, any other code point on a spare key
+        (the keymap is sent again when a character is not bound yet); control characters other
+        than newline and tab are dropped (counted in the log)."""
+        dropped = 0
         for char in utf8:
             key = _US_TEXT.get(char)
             if key is None:
-                missing += 1
-                continue
+                if not char.isprintable():
+                    dropped += 1
+                    continue
+                key = (self._spare_key(char), False)
             code, shifted = key
             if shifted:
                 self.key_evdev(_LEFT_SHIFT, True)
@@ -201,8 +225,25 @@ class WaylandInjector:
             self.key_evdev(code, False)
             if shifted:
                 self.key_evdev(_LEFT_SHIFT, False)
-        if missing:
-            event(_log, "input.wayland.text_unmapped", logging.DEBUG, chars=missing)
+        if dropped:
+            event(_log, "input.wayland.text_dropped", logging.DEBUG, chars=dropped)
+
+    def _spare_key(self, char: str) -> int:
+        """The spare key typing `char`, binding it (in place of the longest-bound) if needed."""
+        with self._lock:
+            code = self._spare.get(char)
+            if code is not None:
+                return code
+            if len(self._spare) < len(_SPARE):
+                code = _SPARE[len(self._spare)][0]
+            else:
+                oldest = next(iter(self._spare))
+                code = self._spare.pop(oldest)
+            self._spare[char] = code
+            if not self._closed:
+                self._send_keymap()
+                self._flush()
+            return code
 
     # --- pointer ---------------------------------------------------------------------------
 
