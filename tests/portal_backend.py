@@ -12,9 +12,14 @@ GStreamer's pipewiresink producing the node. The sway output's frames travel int
 change, so a mode change inside the compositor renegotiates the PipeWire stream as it does
 with xdg-desktop-portal-wlr.
 
+It serves RemoteDesktop too (xdg-desktop-portal-wlr does not; GNOME's and KDE's backends do):
+the `Notify*` input calls the frontend passes on are done on the sway output through its
+virtual pointer and keyboard, as a compositor does them for its own backend.
+
 Usage: portal_backend.py OUTPUT_NAME RECORD_FILE  (with the session's bus and Wayland env).
-Each consent decision is appended to RECORD_FILE as a JSON line: {"start": "asked"} for a
-grant without restore data (a real desktop shows its dialog there), {"start": "restored"}.
+Each consent decision is appended to RECORD_FILE as a JSON line: {"start": "asked", "kind": ...}
+for a grant without restore data (a real desktop shows its dialog there), {"start": "restored"};
+each input call as {"notify": METHOD}.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from punktfunk.wayland.screencopy import ScreencopyOutput
 
 BUS_NAME = "org.freedesktop.impl.portal.desktop.pftest"
 IMPL = "org.freedesktop.impl.portal.ScreenCast"
+REMOTE = "org.freedesktop.impl.portal.RemoteDesktop"
 SESSION = "org.freedesktop.impl.portal.Session"
 NONE = (1 << 64) - 1
 STREAM_START = 64 + 10254
@@ -107,6 +113,16 @@ class Share:
         except (BrokenPipeError, OSError, RuntimeError):
             pass
 
+    @staticmethod
+    def size_of(output: str) -> tuple[int, int]:
+        socket = Path(os.environ["XDG_RUNTIME_DIR"]) / os.environ["WAYLAND_DISPLAY"]
+        probe = ScreencopyOutput(socket, output)
+        try:
+            mode = probe.output_mode
+        finally:
+            probe.close()
+        return (mode[0], mode[1]) if mode else (0, 0)
+
     def node_id(self, timeout: float = 10.0) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -129,16 +145,74 @@ class Share:
         self.copy.close()
 
 
+class RemoteInput:
+    """RemoteDesktop `Notify*` calls, done on the sway output as a compositor would."""
+
+    def __init__(self, output: str) -> None:
+        from punktfunk.input.wayland import WaylandInjector
+
+        socket = Path(os.environ["XDG_RUNTIME_DIR"]) / os.environ["WAYLAND_DISPLAY"]
+        self.injector = WaylandInjector(socket, output)
+        self.size = Share.size_of(output)
+
+    def notify(self, member: str, args: tuple[Any, ...]) -> None:
+        from punktfunk.input.vk import BUTTON_EVDEV, WHEEL_DELTA
+
+        if member == "NotifyKeyboardKeycode":
+            self.injector.key_evdev(args[0], args[1] == 1)
+        elif member == "NotifyKeyboardKeysym" and args[1] == 1:
+            keysym = args[0]
+            special = {0xFF0D: "\n", 0xFF09: "\t"}
+            char = special.get(keysym) or chr(keysym - 0x1000000 if keysym >> 24 else keysym)
+            self.injector.text(char)
+        elif member == "NotifyPointerMotionAbsolute":
+            width, height = self.size
+            self.injector.mouse_move_abs(round(args[1]), round(args[2]), width, height)
+        elif member == "NotifyPointerButton":
+            button = {code: number for number, code in BUTTON_EVDEV.items()}.get(args[0])
+            if button is not None:
+                self.injector.mouse_button(button, args[1] == 1)
+        elif member == "NotifyPointerAxisDiscrete":
+            steps = -args[1] * WHEEL_DELTA
+            self.injector.scroll(steps if args[0] == 0 else 0, -steps if args[0] == 1 else 0)
+
+
+PROPERTIES = {
+    IMPL: {"AvailableSourceTypes": ("u", 1), "AvailableCursorModes": ("u", 3), "version": ("u", 4)},
+    REMOTE: {"AvailableDeviceTypes": ("u", 3), "version": ("u", 1)},
+}
+
+
 def main() -> None:
     output, record = sys.argv[1], Path(sys.argv[2])
     conn = open_dbus_connection(bus="SESSION")
     conn.send_and_get_reply(message_bus.RequestName(BUS_NAME))
     shares: dict[str, Share] = {}
     restored: dict[str, bool] = {}
+    devices: dict[str, int] = {}
+    remote: RemoteInput | None = None
 
     def note(**what: Any) -> None:
         with record.open("a") as handle:
             handle.write(json.dumps(what) + "\n")
+
+    def start(session: str, kind: str) -> dict[str, tuple[str, Any]]:
+        note(start="restored" if restored.get(session) else "asked", kind=kind)
+        share = Share(output, f"pftest-{len(shares)}-{os.getpid()}")
+        shares[session] = share
+        width, height = Share.size_of(output)
+        stream = {
+            "source_type": ("u", 1),
+            "position": ("(ii)", (0, 0)),
+            "size": ("(ii)", (width, height)),
+        }
+        results = {"streams": ("a(ua{sv})", [(share.node_id(), stream)])}
+        if kind == "screencast":
+            results["persist_mode"] = ("u", 2)
+            results["restore_data"] = ("(suv)", ("pftest", 1, ("s", output)))
+        else:
+            results["devices"] = ("u", devices.get(session, 0))
+        return results
 
     while True:
         msg = conn.receive()
@@ -147,53 +221,37 @@ def main() -> None:
         fields = msg.header.fields
         iface, member = fields.get(HeaderFields.interface), fields.get(HeaderFields.member)
         path = fields.get(HeaderFields.path)
+        reply: tuple[str, tuple[Any, ...]] | None = ("ua{sv}", (0, {}))
         if iface == "org.freedesktop.DBus.Properties":
-            props = {
-                "AvailableSourceTypes": ("u", 1),
-                "AvailableCursorModes": ("u", 3),
-                "version": ("u", 4),
-            }
-            if member == "GetAll":
-                conn.send(new_method_return(msg, "a{sv}", (props,)))
-            elif member == "Get":
-                conn.send(new_method_return(msg, "v", (props[msg.body[1]],)))
-            continue
-        if iface == SESSION and member == "Close":
+            props = PROPERTIES.get(msg.body[0], {})
+            reply = ("a{sv}", (props,)) if member == "GetAll" else ("v", (props[msg.body[1]],))
+        elif iface == SESSION and member == "Close":
             share = shares.pop(str(path), None)
             if share is not None:
                 share.close()
             note(closed=str(path))
-            conn.send(new_method_return(msg))
-            continue
-        if iface != IMPL:
-            conn.send(new_error(msg, "org.freedesktop.DBus.Error.UnknownMethod"))
-            continue
-        if member == "CreateSession":
-            conn.send(new_method_return(msg, "ua{sv}", (0, {})))
-        elif member == "SelectSources":
-            _handle, session, _app, options = msg.body
-            restored[session] = "restore_data" in options
-            conn.send(new_method_return(msg, "ua{sv}", (0, {})))
-        elif member == "Start":
-            session = msg.body[1]
-            note(start="restored" if restored.get(session) else "asked")
-            share = Share(output, f"pftest-{len(shares)}-{os.getpid()}")
-            shares[session] = share
-            node = share.node_id()
-            width, height = share.copy.output_mode[:2] if share.copy.output_mode else (0, 0)
-            stream = {
-                "source_type": ("u", 1),
-                "position": ("(ii)", (0, 0)),
-                "size": ("(ii)", (width, height)),
-            }
-            results = {
-                "streams": ("a(ua{sv})", [(node, stream)]),
-                "persist_mode": ("u", 2),
-                "restore_data": ("(suv)", ("pftest", 1, ("s", output))),
-            }
-            conn.send(new_method_return(msg, "ua{sv}", (0, results)))
+            reply = ("", ())
+        elif iface in (IMPL, REMOTE) and member == "CreateSession":
+            pass
+        elif iface == IMPL and member == "SelectSources":
+            restored[msg.body[1]] = "restore_data" in msg.body[3]
+        elif iface == REMOTE and member == "SelectDevices":
+            devices[msg.body[1]] = int(msg.body[3].get("types", ("u", 3))[1])
+        elif member == "Start" and iface in (IMPL, REMOTE):
+            kind = "screencast" if iface == IMPL else "remote-desktop"
+            reply = ("ua{sv}", (0, start(msg.body[1], kind)))
+        elif iface == REMOTE and member.startswith("Notify"):
+            note(notify=member)
+            if remote is None:
+                remote = RemoteInput(output)
+            remote.notify(member, tuple(msg.body[2:]))
+            reply = ("", ())
         else:
+            reply = None
+        if reply is None:
             conn.send(new_error(msg, "org.freedesktop.DBus.Error.UnknownMethod"))
+        else:
+            conn.send(new_method_return(msg, *reply) if reply[0] else new_method_return(msg))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ PORTAL = "/usr/libexec/xdg-desktop-portal"
 PARTS = ("dbus-daemon", "pipewire", "wireplumber", "gst-launch-1.0", "pw-dump", PORTAL)
 _PORTAL_FILE = """[portal]
 DBusName=org.freedesktop.impl.portal.desktop.pftest
-Interfaces=org.freedesktop.impl.portal.ScreenCast;
+Interfaces=org.freedesktop.impl.portal.ScreenCast;org.freedesktop.impl.portal.RemoteDesktop;
 UseIn=pftest
 """
 

@@ -107,3 +107,75 @@ def test_attach_portal_without_a_portal_says_why_and_the_host_keeps_serving(
         assert host.status()["sessions"] == []
     finally:
         host.kill()
+
+
+def test_without_wlroots_input_a_remote_desktop_session_carries_keys_clicks_and_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on GNOME or KDE: the host cannot reach wlroots virtual input (here: no Wayland socket
+    in its environment), so it asks the portal for a RemoteDesktop session; Moonlight's keys and
+    click reach the app through the portal, and text goes as keysyms."""
+    require_backend(DisplayBackend.WLROOTS)
+    _require_portal_stack()
+    desktop = PortalDesktop(DisplayMode(1024, 768, 30))
+    apps: list[subprocess.Popen[bytes]] = []
+    host = None
+    try:
+        monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", desktop.env["DBUS_SESSION_BUS_ADDRESS"])
+        monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+        script = _app(tmp_path, "Own", "ff0000").split("=", 1)[1].split()[1]
+        apps.append(subprocess.Popen(["sh", script], stdin=subprocess.DEVNULL, env=desktop.env))
+        assert wait_until(lambda: desktop.sway.ipc.windows().get("pf-0") == [apps[0].pid], 20)
+        host = Host(tmp_path, "--pin", "4321", "--display", "attach:portal")
+        drive(tmp_path, "--pin", "4321", "--pair-only")
+        flag = tmp_path / "go"
+        client = start_drive(
+            tmp_path, "--seconds", "60", "--mode", "800x600x30",
+            "--input-after-file", str(flag), "--click", "100,600", "--keys", "Hi\r",
+            "--stop-file", str(tmp_path / "Own.txt"),
+        )  # fmt: skip
+        assert wait_until(lambda: len(host.status()["sessions"]) == 1, 60), host.status()
+        flag.write_text("go")
+        result = finish_drive(client, timeout=60)
+        assert (tmp_path / "Own.txt").read_text().strip() == "Hi"
+        assert result["shape"] == [768, 1024, 3], result["shape"]
+        assert _close(result["centre_bgr"], RED), result["centre_bgr"]
+        assert host.wait_no_sessions() == []
+        records = desktop.records()
+        assert [r.get("kind") for r in records if "start" in r] == ["remote-desktop"], records
+        calls = {r["notify"] for r in records if "notify" in r}
+        assert {"NotifyKeyboardKeycode", "NotifyPointerButton"} <= calls, calls
+        assert "NotifyPointerMotionAbsolute" in calls, calls
+        log = (tmp_path / "host.log").read_text()
+        assert re.search(r"portal\.granted .*input=remote-desktop", log), log[-3000:]
+    finally:
+        if host is not None:
+            host.kill()
+
+    # Text (a client's on-screen keyboard): keysyms, so any character the desktop can type.
+    from punktfunk.input.portal import PortalInjector
+    from punktfunk.wayland.portal import ScreenCast
+
+    out = tmp_path / "text.txt"
+    try:
+        apps.append(
+            subprocess.Popen(
+                ["foot", "sh", "-c", f'read line; echo "$line" > {out}; sleep 60'],
+                stdin=subprocess.DEVNULL,
+                env=desktop.env,
+            )
+        )
+        assert wait_until(lambda: apps[-1].pid in desktop.sway.ipc.windows().get("pf-0", []), 20)
+        cast = ScreenCast(want_input=True)
+        try:
+            injector = PortalInjector(cast, 1024, 768)
+            injector.text("Grüße → 1€\n")
+            assert wait_until(out.exists, 10), desktop.records()[-5:]
+            assert out.read_text().strip() == "Grüße → 1€"
+        finally:
+            cast.close()
+    finally:
+        for app in apps:
+            app.kill()
+            app.wait()
+        desktop.close()

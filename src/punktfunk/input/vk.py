@@ -177,6 +177,10 @@ def char_keysym(char: str) -> int:
     return 0x01000000 + cp
 
 
+WHEEL_DELTA = 120  # one wheel notch, in the units clients send
+# Client mouse button (1 left, 2 middle, 3 right, 4 back, 5 forward) -> evdev BTN_* code.
+BUTTON_EVDEV = {1: 0x110, 2: 0x112, 3: 0x111, 4: 0x113, 5: 0x114}
+
 # US-positional VK -> Linux evdev key code (linux/input-event-codes.h). Numpad digits are left
 # out on purpose: a client sends VK_NUMPADn only while *its* NumLock is on, and the host's
 # NumLock state is not synced, so the digit is produced by keysym (KP_n) instead of by a key

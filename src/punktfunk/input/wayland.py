@@ -23,12 +23,10 @@ from pywayland.protocol.wayland import WlOutput, WlSeat
 from ..log import event
 from ..wayland.protocol.virtual_keyboard_unstable_v1 import ZwpVirtualKeyboardManagerV1
 from ..wayland.protocol.wlr_virtual_pointer_unstable_v1 import ZwlrVirtualPointerManagerV1
-from .vk import KEY_FLAG_NON_NORMALIZED, VK_EVDEV
+from .vk import BUTTON_EVDEV, KEY_FLAG_NON_NORMALIZED, VK_EVDEV, WHEEL_DELTA
 
 _log = logging.getLogger("punktfunk.input")
-WHEEL_DELTA = 120  # one notch, in the units clients send
 _STEP = 15.0  # wl_pointer axis units per notch (what libinput reports for a wheel click)
-_BUTTONS = {1: 0x110, 2: 0x112, 3: 0x111, 4: 0x113, 5: 0x114}  # BTN_LEFT/MIDDLE/RIGHT/SIDE/EXTRA
 _KEYMAP = """xkb_keymap {
     xkb_keycodes { include "evdev+aliases(qwerty)" };
     xkb_types { include "complete" };
@@ -269,7 +267,7 @@ class WaylandInjector:
 
     def mouse_button(self, button: int, down: bool) -> None:
         """Button 1 left, 2 middle, 3 right, 4 back (X1), 5 forward (X2)."""
-        code = _BUTTONS.get(button)
+        code = BUTTON_EVDEV.get(button)
         if code is None:
             return
         with self._lock:

@@ -31,6 +31,7 @@ from .vk import (
     MODIFIER_VKS,
     VK_EVDEV,
     VK_KEYSYMS,
+    WHEEL_DELTA,
     char_keysym,
 )
 
@@ -38,7 +39,6 @@ _log = logging.getLogger("punktfunk.input.x11")
 
 # GameStream/Windows button numbers (1 left, 2 middle, 3 right, 4 X1, 5 X2) -> X buttons.
 _BUTTONS = {1: 1, 2: 2, 3: 3, 4: 8, 5: 9}
-WHEEL_DELTA = 120  # one notch, in the units clients send
 _SCROLL_UP, _SCROLL_DOWN, _SCROLL_LEFT, _SCROLL_RIGHT = 4, 5, 6, 7
 _SHIFT_SYMS = MODIFIER_KEYSYMS[MOD_SHIFT][0]
 _LEVEL3 = 0xFE03  # ISO_Level3_Shift (AltGr) counts as Alt when syncing modifiers

@@ -248,6 +248,12 @@ class HostServices:
         return OpusEncoder(gamestream_config(channels, high_quality, frame_ms)).encode
 
     def open_input(self, source: _Source) -> InputInjector | None:
+        cast = getattr(source.lease, "portal_input", None)  # attach:portal, RemoteDesktop
+        if cast is not None:
+            from ..input.portal import PortalInjector
+
+            mode = source.lease.output.mode
+            return PortalInjector(cast, mode.width, mode.height)
         if source.plan.display is DisplayBackend.WLROOTS or hasattr(source.lease, "wayland_socket"):
             return _wayland_input(self.config, source)  # its own sway, or attach:wayland
         if not source.plan.display.is_x11:

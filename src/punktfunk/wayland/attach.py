@@ -20,6 +20,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from pywayland.client import Display
+
 from ..log import event
 from ..vdisplay.base import DisplayBackend, DisplayMode, MonitorRequest
 from ..vdisplay.manager import Output
@@ -49,6 +51,23 @@ def compositor_socket(environ: dict[str, str] | None = None) -> Path:
             raise WaylandAttachError("attach:wayland needs XDG_RUNTIME_DIR")
         path = Path(runtime) / name
     return path
+
+
+def has_virtual_input(socket: Path) -> bool:
+    """Whether the compositor at `socket` offers wlroots virtual pointer and keyboard."""
+    try:
+        display = Display(str(socket))
+        display.connect()
+    except (RuntimeError, OSError, ValueError):
+        return False
+    try:
+        names: set[str] = set()
+        registry = display.get_registry()
+        registry.dispatcher["global"] = lambda _r, _name, iface, _version: names.add(iface)
+        display.roundtrip()
+    finally:
+        display.disconnect()
+    return {"zwlr_virtual_pointer_manager_v1", "zwp_virtual_keyboard_manager_v1"} <= names
 
 
 def parse_target(target: str) -> str:
@@ -95,7 +114,9 @@ class PortalLease:
         self._cast = cast
         self.pipewire_node = cast.stream.node_id
         self.pipewire_fd = cast.pipewire_fd
-        if socket is not None:  # input through the compositor's virtual devices, if it has them
+        if cast.devices:  # a RemoteDesktop grant: input through the portal
+            self.portal_input = cast
+        elif socket is not None:  # input through the compositor's virtual devices
             self.wayland_socket = socket
             self.wayland_output = ""  # the portal does not name the output: the first one
 
@@ -150,7 +171,14 @@ class WaylandAttachedDisplay:
 
     def _portal(self, request: MonitorRequest) -> PortalLease:
         try:
-            cast = ScreenCast(self._token_path)
+            socket: Path | None = compositor_socket()
+        except WaylandAttachError:
+            socket = None
+        # Input through the compositor where it has wlroots virtual input (the screen cast's
+        # grant then persists), else a RemoteDesktop session (GNOME, KDE).
+        direct = socket is not None and has_virtual_input(socket)
+        try:
+            cast = ScreenCast(self._token_path, want_input=not direct)
         except PortalError as exc:
             raise WaylandAttachError(f"attach:{self.target}: ScreenCast portal: {exc}") from None
         stream = cast.stream
@@ -161,12 +189,9 @@ class WaylandAttachedDisplay:
         )
         name = f"portal:{stream.node_id}"
         output = Output(0, 0, name, mode, False, b"", DisplayBackend.ATTACH)
-        try:
-            socket: Path | None = compositor_socket()
-        except WaylandAttachError:
-            socket = None
-        event(_log, "display.attach", path="portal", node=stream.node_id, mode=str(mode))
-        return PortalLease(output, cast, socket)
+        via = "remote-desktop" if cast.devices else "compositor" if direct else "none"
+        event(_log, "display.attach", path="portal", node=stream.node_id, mode=str(mode), input=via)
+        return PortalLease(output, cast, socket if direct else None)
 
     def _screencopy(self) -> WaylandAttachedLease:
         socket = compositor_socket()

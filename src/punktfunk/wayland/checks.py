@@ -70,7 +70,7 @@ def portal_check() -> tuple[bool, str]:
 def missing_parts() -> str:
     """What of the Wayland work does not exist yet, so nobody looks for it."""
     gamescope = "gamescope" if shutil.which("gamescope") else "gamescope (not installed)"
-    return f"{gamescope} and input through the RemoteDesktop portal are not implemented yet"
+    return f"{gamescope}: no gamescope backend yet"
 
 
 def gpu_verdict(

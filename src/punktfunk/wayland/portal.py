@@ -8,6 +8,13 @@ not ask again) -> OpenPipeWireRemote (an fd with access to exactly the granted n
 answers through a Request object's `Response` signal, subscribed before the call. The portal
 closes the session and revokes the stream when our bus connection ends, so a killed host leaves
 nothing granted behind. Plain D-Bus over jeepney (blocking, its own connection).
+
+Where input cannot go through the compositor directly (GNOME, KDE: no wlroots virtual input),
+the session is a RemoteDesktop one instead: CreateSession and SelectDevices (keyboard, pointer)
+on the RemoteDesktop portal, SelectSources on the ScreenCast portal, Start on RemoteDesktop;
+input then travels as RemoteDesktop `Notify*` calls (`input/portal.py`), sent without waiting
+for a reply. Before xdg-desktop-portal 1.17 (RemoteDesktop version 2) such a session cannot
+persist, so the desktop asks at every start.
 """
 
 from __future__ import annotations
@@ -16,11 +23,20 @@ import contextlib
 import logging
 import os
 import secrets
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jeepney import DBusAddress, MatchRule, MessageType, Properties, message_bus, new_method_call
+from jeepney import (
+    DBusAddress,
+    MatchRule,
+    MessageFlag,
+    MessageType,
+    Properties,
+    message_bus,
+    new_method_call,
+)
 from jeepney.io.blocking import DBusConnection, open_dbus_connection
 
 from ..log import event
@@ -31,7 +47,10 @@ _log = logging.getLogger("punktfunk.portal")
 BUS_NAME = "org.freedesktop.portal.Desktop"
 OBJECT_PATH = "/org/freedesktop/portal/desktop"
 SCREENCAST = "org.freedesktop.portal.ScreenCast"
+REMOTE_DESKTOP = "org.freedesktop.portal.RemoteDesktop"
 SOURCE_MONITOR = 1
+DEVICE_KEYBOARD = 1
+DEVICE_POINTER = 2
 CURSOR_EMBEDDED = 2
 PERSIST_UNTIL_REVOKED = 2
 CALL_TIMEOUT_S = 10.0
@@ -50,8 +69,8 @@ class PortalStream:
     height: int | None
 
 
-def _portal() -> DBusAddress:
-    return DBusAddress(OBJECT_PATH, bus_name=BUS_NAME, interface=SCREENCAST)
+def _portal(interface: str = SCREENCAST) -> DBusAddress:
+    return DBusAddress(OBJECT_PATH, bus_name=BUS_NAME, interface=interface)
 
 
 def _connect() -> DBusConnection:
@@ -63,14 +82,16 @@ def _connect() -> DBusConnection:
         raise PortalError(f"cannot reach the session bus: {exc}") from None
 
 
-def _properties(conn: DBusConnection) -> dict[str, Any]:
+def _properties(conn: DBusConnection, interface: str = SCREENCAST) -> dict[str, Any]:
     try:
-        reply = conn.send_and_get_reply(Properties(_portal()).get_all(), timeout=CALL_TIMEOUT_S)
+        reply = conn.send_and_get_reply(
+            Properties(_portal(interface)).get_all(), timeout=CALL_TIMEOUT_S
+        )
     except TimeoutError:
         raise PortalError("the portal did not answer within 10 s") from None
     if reply.header.message_type is MessageType.error:
         why = reply.body[0] if reply.body else "error"
-        raise PortalError(f"no ScreenCast portal on the session bus ({why})")
+        raise PortalError(f"no {interface.rsplit('.', 1)[1]} portal on the session bus ({why})")
     return {name: value for name, (_sig, value) in reply.body[0].items()}
 
 
@@ -92,44 +113,78 @@ def screencast_available() -> tuple[bool, str]:
 
 
 class ScreenCast:
-    """One granted ScreenCast session: its monitor stream and the PipeWire fd for it."""
+    """One granted session: its monitor stream, the PipeWire fd for it and, for a RemoteDesktop
+    session (`want_input` where the portal offers it), the input devices granted."""
 
     def __init__(
-        self, token_path: Path | None = None, consent_timeout: float = CONSENT_TIMEOUT_S
+        self,
+        token_path: Path | None = None,
+        consent_timeout: float = CONSENT_TIMEOUT_S,
+        want_input: bool = False,
     ) -> None:
         self._token_path = token_path
         self._conn = _connect()
+        self._send_lock = threading.Lock()
         self._session = ""
         self.pipewire_fd = -1
+        self.devices = 0  # DEVICE_* granted (a RemoteDesktop session), else 0
         try:
-            self._open(consent_timeout)
+            self._open(consent_timeout, want_input)
         except BaseException:
             self.close()
             raise
 
-    def _open(self, consent_timeout: float) -> None:
+    def _remote_desktop(self) -> tuple[int, int]:
+        """(device types offered, version) of the RemoteDesktop portal; (0, 0) without one."""
+        try:
+            props = _properties(self._conn, REMOTE_DESKTOP)
+        except PortalError:
+            return 0, 0
+        wanted = DEVICE_KEYBOARD | DEVICE_POINTER
+        return int(props.get("AvailableDeviceTypes", 0)) & wanted, int(props.get("version", 1))
+
+    def _open(self, consent_timeout: float, want_input: bool) -> None:
         props = _properties(self._conn)
         version = int(props.get("version", 1))
         if not int(props.get("AvailableSourceTypes", 0)) & SOURCE_MONITOR:
             raise PortalError("the ScreenCast portal offers no monitor source")
+        devices, rd_version = self._remote_desktop() if want_input else (0, 0)
+        # A RemoteDesktop session's grant persists on SelectDevices (version 2), a plain
+        # screen cast's on SelectSources (version 4); each keeps its own token.
+        persists = rd_version >= 2 if devices else version >= 4
+        token_path = self._token_path
+        if devices and token_path is not None:
+            token_path = token_path.with_name(token_path.name + ".remote-desktop")
+        restore = self._read_token(token_path) if persists else None
+        keep: dict[str, tuple[str, Any]] = {}
+        if persists:
+            keep["persist_mode"] = ("u", PERSIST_UNTIL_REVOKED)
+        if restore:
+            keep["restore_token"] = ("s", restore)
+        main = REMOTE_DESKTOP if devices else SCREENCAST
         token = secrets.token_hex(8)
         created = self._request(
-            "CreateSession", "a{sv}", {"session_handle_token": ("s", f"pf{token}")}
-        )
+            "CreateSession", "a{sv}", {"session_handle_token": ("s", f"pf{token}")},
+            interface=main,
+        )  # fmt: skip
         self._session = str(created["session_handle"][1])
+        if devices:
+            self._request(
+                "SelectDevices", "oa{sv}", self._session, {"types": ("u", devices), **keep},
+                interface=REMOTE_DESKTOP,
+            )  # fmt: skip
         options: dict[str, tuple[str, Any]] = {
             "types": ("u", SOURCE_MONITOR),
             "multiple": ("b", False),
+            **({} if devices else keep),
         }
         if int(props.get("AvailableCursorModes", 0)) & CURSOR_EMBEDDED:
             options["cursor_mode"] = ("u", CURSOR_EMBEDDED)
-        restore = self._read_token() if version >= 4 else None
-        if version >= 4:
-            options["persist_mode"] = ("u", PERSIST_UNTIL_REVOKED)
-        if restore:
-            options["restore_token"] = ("s", restore)
         self._request("SelectSources", "oa{sv}", self._session, options)
-        started = self._request("Start", "osa{sv}", self._session, "", {}, timeout=consent_timeout)
+        started = self._request(
+            "Start", "osa{sv}", self._session, "", {}, timeout=consent_timeout, interface=main
+        )
+        self.devices = int(started.get("devices", ("u", 0))[1]) if devices else 0
         streams = started.get("streams", ("", []))[1]
         if not streams:
             raise PortalError("the portal granted no stream")
@@ -140,18 +195,35 @@ class ScreenCast:
         )
         new_token = started.get("restore_token", ("", ""))[1]
         if new_token:
-            self._save_token(str(new_token))
+            self._save_token(token_path, str(new_token))
         reply = self._call("OpenPipeWireRemote", "oa{sv}", self._session, {})
         self.pipewire_fd = reply[0].to_raw_fd()
         event(
             _log, "portal.granted", node=self.stream.node_id, version=version,
             restored=bool(restore), size=f"{self.stream.width}x{self.stream.height}",
+            input="remote-desktop" if self.devices else "none",
         )  # fmt: skip
 
+    def notify(self, method: str, signature: str, *args: Any) -> None:
+        """A RemoteDesktop `Notify*` input call on this session, sent without waiting (no
+        reply is asked for, so none piles up unread)."""
+        msg = new_method_call(
+            _portal(REMOTE_DESKTOP), method, "oa{sv}" + signature, (self._session, {}, *args)
+        )
+        msg.header.flags |= MessageFlag.no_reply_expected
+        with self._send_lock:
+            if self._session:
+                self._conn.send(msg)
+
     def _call(
-        self, method: str, signature: str, *args: Any, timeout: float = CALL_TIMEOUT_S
+        self,
+        method: str,
+        signature: str,
+        *args: Any,
+        timeout: float = CALL_TIMEOUT_S,
+        interface: str = SCREENCAST,
     ) -> tuple[Any, ...]:
-        msg = new_method_call(_portal(), method, signature, args)
+        msg = new_method_call(_portal(interface), method, signature, args)
         try:
             reply = self._conn.send_and_get_reply(msg, timeout=timeout)
         except TimeoutError:
@@ -163,7 +235,12 @@ class ScreenCast:
         return tuple(reply.body)
 
     def _request(
-        self, method: str, signature: str, *args: Any, timeout: float = CALL_TIMEOUT_S
+        self,
+        method: str,
+        signature: str,
+        *args: Any,
+        timeout: float = CALL_TIMEOUT_S,
+        interface: str = SCREENCAST,
     ) -> dict[str, Any]:
         """A portal call whose answer comes as its Request's Response signal."""
         handle = f"pf{secrets.token_hex(8)}"
@@ -175,7 +252,7 @@ class ScreenCast:
         self._conn.send_and_get_reply(message_bus.AddMatch(rule), timeout=CALL_TIMEOUT_S)
         args[-1]["handle_token"] = ("s", handle)
         with self._conn.filter(rule) as queue:
-            self._call(method, signature, *args)
+            self._call(method, signature, *args, interface=interface)
             try:
                 response = self._conn.recv_until_filtered(queue, timeout=timeout)
             except TimeoutError:
@@ -185,19 +262,21 @@ class ScreenCast:
             raise PortalError(f"{method}: {_RESPONSES.get(code, f'response {code}')}")
         return dict(results)
 
-    def _read_token(self) -> str | None:
-        if self._token_path is None:
+    @staticmethod
+    def _read_token(path: Path | None) -> str | None:
+        if path is None:
             return None
         try:
-            fd = open_own(self._token_path, os.O_RDONLY)
+            fd = open_own(path, os.O_RDONLY)
         except OSError:
             return None
         with os.fdopen(fd, "rb") as handle:
             return handle.read(4096).decode(errors="replace").strip() or None
 
-    def _save_token(self, token: str) -> None:
-        if self._token_path is not None:
-            replace_file(self._token_path, token.encode())
+    @staticmethod
+    def _save_token(path: Path | None, token: str) -> None:
+        if path is not None:
+            replace_file(path, token.encode())
 
     def close(self) -> None:
         """End the session (the portal revokes the stream) and drop the bus connection."""
@@ -205,12 +284,13 @@ class ScreenCast:
             with contextlib.suppress(OSError):
                 os.close(self.pipewire_fd)
             self.pipewire_fd = -1
-        if self._session:
+        with self._send_lock:
+            session_path, self._session = self._session, ""
+        if session_path:
             session = DBusAddress(
-                self._session, bus_name=BUS_NAME, interface="org.freedesktop.portal.Session"
+                session_path, bus_name=BUS_NAME, interface="org.freedesktop.portal.Session"
             )
             with contextlib.suppress(Exception):  # the portal may be gone already
                 self._conn.send_and_get_reply(new_method_call(session, "Close"), timeout=2)
-            self._session = ""
         with contextlib.suppress(Exception):
             self._conn.close()
