@@ -195,12 +195,21 @@ def test_native_client_streams_the_program(
     assert session.rumble(0, 1.0, 0.5, 100)
     _until("the rumble", lambda: rumbles, 15)
     assert rumbles[0][1:] == (65535, 32768), rumbles
+    # The client's window changes size: the same program, asked for frames at the new size.
+    receiver.request_mode(Mode(960, 540, 30))
+    _until("the new StreamConfig", lambda: receiver.stream_configs, 30)
+    _until("the program at 960x540", lambda: h.sessions and h.sessions[0].mode.width == 960, 30)
+    resized = h.sessions[0]  # the same app as a new session at the new size (docs/embedding.md)
+    assert resized.app == session.app and resized.mode == punktfunk.Mode(960, 540, 30, False)
+    _until("the old session's end hook", lambda: ended == [session], 15)
+    decoded = receiver.stats.frames_decoded
+    _until("frames at the new size", lambda: receiver.stats.frames_decoded > decoded + 10, 15)
     stats = session.stats  # the protocol session's numbers, per embedded session
     assert stats["session"] and stats["frames"] > 0 and stats["fps"] > 0, stats  # type: ignore[operator]
     assert stats["host_latency_ms"]["p99"] > 0, stats  # type: ignore[index]
     runner.join(timeout=60)
-    _until("the end hook", lambda: ended == [session], 30)
-    assert not session.active and h.sessions == []
+    _until("the end hook", lambda: ended == [session, resized], 30)
+    assert not resized.active and h.sessions == []
     assert receiver.stats.frames_decoded >= 20, receiver.stats
     assert receiver.stats.stamps, "no stamp of the program's frames read back"
     assert receiver.stats.audio_packets > 50, receiver.stats

@@ -47,6 +47,7 @@ class ModeSwitch:
             plan.codec,
             plan.hdr,
             plan.bitrate_kbps,
+            app=self.hello.launch or "",  # the same app at the new size, not the desktop
         )
         try:
             source = self._open_source(request)
