@@ -179,3 +179,37 @@ def test_without_wlroots_input_a_remote_desktop_session_carries_keys_clicks_and_
             app.kill()
             app.wait()
         desktop.close()
+
+
+def test_attach_wayland_takes_the_portal_where_one_answers_else_screencopy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`attach:wayland` (no output named): the portal when one answers on the session bus,
+    wlr-screencopy of the first output otherwise; each choice logged with its reason."""
+    import logging
+
+    from punktfunk.vdisplay.base import MonitorRequest
+    from punktfunk.wayland.attach import PortalLease, WaylandAttachedDisplay, WaylandAttachedLease
+
+    require_backend(DisplayBackend.WLROOTS)
+    _require_portal_stack()
+    desktop = PortalDesktop(DisplayMode(800, 600, 30))
+    request = MonitorRequest(DisplayMode(1280, 720, 60), False, "choice")
+    try:
+        for key, value in desktop.env.items():
+            monkeypatch.setenv(key, value)
+        display = WaylandAttachedDisplay("wayland", tmp_path)
+        with caplog.at_level(logging.INFO, logger="punktfunk"):
+            with display.acquire(request) as lease:
+                assert isinstance(lease, PortalLease)
+                assert (lease.output.mode.width, lease.output.mode.height) == (800, 600)
+                assert hasattr(lease, "wayland_socket")  # sway's own virtual input, direct
+            monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS")
+            with display.acquire(request) as lease:
+                assert isinstance(lease, WaylandAttachedLease)
+                assert lease.output.display_name == desktop.output.name
+        assert re.search(r"display\.attach .*path=portal .*input=compositor", caplog.text)
+        assert re.search(r"display\.attach .*path=wlr-screencopy .*no session bus", caplog.text)
+        assert wait_until(lambda: any("closed" in r for r in desktop.records()), 10)
+    finally:
+        desktop.close()
