@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from gs_host import PUNKTFUNK, Host, drive, finish_drive, start_drive
+from gs_host import PUNKTFUNK, Host, drive
 from portal_stack import PortalDesktop, missing_parts
 from punktfunk.vdisplay.base import DisplayBackend, DisplayMode
-from test_gamestream_wlroots import RED, _app, _close
+from test_gamestream_wlroots import RED, _app, _close, type_into_own_app
 from test_vdisplay_support import require_backend, wait_until
 
 
@@ -51,20 +51,9 @@ def test_moonlight_streams_the_desktop_through_its_portal_and_is_asked_once(
         app = subprocess.Popen(["sh", script], stdin=subprocess.DEVNULL)
         assert wait_until(lambda: desktop.sway.ipc.windows().get("pf-0") == [app.pid], 20)
         host = Host(tmp_path, "--pin", "4321", "--display", "attach:portal")
-        drive(tmp_path, "--pin", "4321", "--pair-only")
-
         # First launch: the portal asks (a desktop shows its dialog), the picture is the
         # desktop at its own size, keys and clicks reach the app in it.
-        flag = tmp_path / "go"
-        client = start_drive(
-            tmp_path, "--seconds", "60", "--mode", "800x600x30",
-            "--input-after-file", str(flag), "--click", "100,600", "--keys", "Hi\r",
-            "--stop-file", str(tmp_path / "Own.txt"),
-        )  # fmt: skip
-        assert wait_until(lambda: len(host.status()["sessions"]) == 1, 60), host.status()
-        flag.write_text("go")
-        result = finish_drive(client, timeout=60)
-        assert (tmp_path / "Own.txt").read_text().strip() == "Hi"
+        result = type_into_own_app(tmp_path, host)
         assert result["shape"] == [720, 1280, 3], result["shape"]  # the desktop as it is
         assert _close(result["centre_bgr"], RED), result["centre_bgr"]
         assert host.wait_no_sessions() == []
@@ -127,17 +116,7 @@ def test_without_wlroots_input_a_remote_desktop_session_carries_keys_clicks_and_
         apps.append(subprocess.Popen(["sh", script], stdin=subprocess.DEVNULL, env=desktop.env))
         assert wait_until(lambda: desktop.sway.ipc.windows().get("pf-0") == [apps[0].pid], 20)
         host = Host(tmp_path, "--pin", "4321", "--display", "attach:portal")
-        drive(tmp_path, "--pin", "4321", "--pair-only")
-        flag = tmp_path / "go"
-        client = start_drive(
-            tmp_path, "--seconds", "60", "--mode", "800x600x30",
-            "--input-after-file", str(flag), "--click", "100,600", "--keys", "Hi\r",
-            "--stop-file", str(tmp_path / "Own.txt"),
-        )  # fmt: skip
-        assert wait_until(lambda: len(host.status()["sessions"]) == 1, 60), host.status()
-        flag.write_text("go")
-        result = finish_drive(client, timeout=60)
-        assert (tmp_path / "Own.txt").read_text().strip() == "Hi"
+        result = type_into_own_app(tmp_path, host)
         assert result["shape"] == [768, 1024, 3], result["shape"]
         assert _close(result["centre_bgr"], RED), result["centre_bgr"]
         assert host.wait_no_sessions() == []
@@ -170,6 +149,7 @@ def test_without_wlroots_input_a_remote_desktop_session_carries_keys_clicks_and_
         try:
             injector = PortalInjector(cast, 1024, 768)
             injector.text("Grüße → 1€\n")
+            injector.close()  # what is queued goes out first
             assert wait_until(out.exists, 10), desktop.records()[-5:]
             assert out.read_text().strip() == "Grüße → 1€"
         finally:

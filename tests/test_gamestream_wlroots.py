@@ -36,6 +36,23 @@ def _app(tmp: Path, title: str, colour: str) -> str:
     return f"{title}=sh {script}"
 
 
+def type_into_own_app(tmp: Path, host: Host) -> dict:
+    """Pair a Moonlight client, stream 800x600, click into the "Own" app (`_app`) and type
+    "Hi" + Enter once the session runs; the app's line is checked, the client's result kept."""
+    drive(tmp, "--pin", "4321", "--pair-only")
+    flag = tmp / "go"
+    client = start_drive(
+        tmp, "--seconds", "60", "--mode", "800x600x30",
+        "--input-after-file", str(flag), "--click", "100,600", "--keys", "Hi\r",
+        "--stop-file", str(tmp / "Own.txt"),
+    )  # fmt: skip
+    assert wait_until(lambda: len(host.status()["sessions"]) == 1, 60), host.status()
+    flag.write_text("go")
+    result = finish_drive(client, timeout=60)
+    assert (tmp / "Own.txt").read_text().strip() == "Hi"
+    return result
+
+
 def _close(got: list[int] | None, want: list[int], tolerance: int = 24) -> bool:
     return got is not None and max(abs(a - b) for a, b in zip(got, want, strict=True)) <= tolerance
 
@@ -181,17 +198,7 @@ def test_attach_wayland_streams_an_output_of_a_running_compositor(
         try:
             assert wait_until(lambda: sway.ipc.windows().get("pf-0") == [app.pid], 20)
             host = Host(tmp_path, "--pin", "4321", "--display", f"attach:wayland:{output.name}")
-            drive(tmp_path, "--pin", "4321", "--pair-only")
-            flag = tmp_path / "go"
-            client = start_drive(
-                tmp_path, "--seconds", "60", "--mode", "800x600x30",
-                "--input-after-file", str(flag), "--click", "100,600", "--keys", "Hi\r",
-                "--stop-file", str(tmp_path / "Own.txt"),
-            )  # fmt: skip
-            assert wait_until(lambda: len(host.status()["sessions"]) == 1, 60), host.status()
-            flag.write_text("go")
-            result = finish_drive(client, timeout=60)
-            assert (tmp_path / "Own.txt").read_text().strip() == "Hi"
+            result = type_into_own_app(tmp_path, host)
             assert result["shape"] == [720, 1280, 3]  # the output as it is
             assert _close(result["centre_bgr"], RED), result["centre_bgr"]
             assert host.wait_no_sessions() == []

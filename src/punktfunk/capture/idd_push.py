@@ -24,7 +24,7 @@ from ..vdisplay.client import DriverError
 from ..vdisplay.manager import MonitorLease
 from ..vdisplay.ring import FrameRing, RingError, RingReader
 from .base import CapturedFrame, CaptureError, OutputFormat
-from .outring import OutRing
+from .outring import OutRing, OutRingCapturer
 from .recovery import FixedMode, Mode, ModeProbe, Recovery, XMode
 
 _log = logging.getLogger("punktfunk.capture")
@@ -62,7 +62,7 @@ def _next_generation() -> int:
                 return gen
 
 
-class IddPushCapturer:
+class IddPushCapturer(OutRingCapturer):
     def __init__(
         self,
         lease: MonitorLease,
@@ -151,14 +151,6 @@ class IddPushCapturer:
 
     # --- Capturer --------------------------------------------------------------------------
 
-    @property
-    def output_format(self) -> OutputFormat:
-        return self._fmt
-
-    @property
-    def pipeline_depth(self) -> int:
-        return self._depth
-
     def hdr_meta(self) -> HdrMeta | None:
         ring = self._ring
         return HdrMeta.from_struct(ring.header.hdr_meta) if ring is not None and ring.hdr else None
@@ -203,17 +195,6 @@ class IddPushCapturer:
             if select.select([self._efd], [], [], wait)[0]:
                 with contextlib.suppress(BlockingIOError):
                     os.eventfd_read(self._efd)
-
-    def try_latest(self) -> CapturedFrame | None:
-        return self.next_frame(0.0)
-
-    def repeat_last(self) -> CapturedFrame | None:
-        """The last frame again in a fresh OUT slot (nothing new on a static desktop)."""
-        last = self._last
-        pixels = self._out.repeat_last()
-        if pixels is None or last is None:
-            return None
-        return CapturedFrame(pixels, last.pixel_format, last.seq, last.capture_ns, last.hdr)
 
     @property
     def stale_rejected(self) -> int:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..proto.frame import PixelFormat
+from ..proto.frame import HdrMeta, PixelFormat
+from .base import CapturedFrame, OutputFormat
 
 OUT_SLOTS = 4
 
@@ -57,3 +58,39 @@ class OutRing:
         dst = self._slots[self._next]
         np.copyto(dst, previous)
         return self.commit()
+
+
+class OutRingCapturer:
+    """What the capturers that deliver through an OUT ring share: their format and depth, the
+    latest-frame shortcut and the static-desktop repeat. A subclass sets `_fmt`, `_depth`,
+    `_out` and `_last` (the frame it delivered last) and defines `next_frame`."""
+
+    _fmt: OutputFormat
+    _depth: int
+    _out: OutRing
+    _last: CapturedFrame | None
+
+    @property
+    def output_format(self) -> OutputFormat:
+        return self._fmt
+
+    @property
+    def pipeline_depth(self) -> int:
+        return self._depth
+
+    def hdr_meta(self) -> HdrMeta | None:
+        return None  # SDR sources; the driver ring says otherwise where it carries HDR
+
+    def next_frame(self, timeout: float) -> CapturedFrame | None:
+        raise NotImplementedError
+
+    def try_latest(self) -> CapturedFrame | None:
+        return self.next_frame(0.0)
+
+    def repeat_last(self) -> CapturedFrame | None:
+        """The last frame again in a fresh OUT slot (nothing new on a static desktop)."""
+        last = self._last
+        pixels = self._out.repeat_last()
+        if pixels is None or last is None:
+            return None
+        return CapturedFrame(pixels, last.pixel_format, last.seq, last.capture_ns, last.hdr)

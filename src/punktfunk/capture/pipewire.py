@@ -24,10 +24,10 @@ import time
 import numpy as np
 
 from ..log import event
-from ..proto.frame import HdrMeta, PixelFormat
+from ..proto.frame import PixelFormat
 from ..wayland.gdp import HEADER_SIZE, GdpError, PayloadType, VideoCaps, parse_caps, parse_header
 from .base import CapturedFrame, CaptureError, OutputFormat
-from .outring import OutRing
+from .outring import OutRing, OutRingCapturer
 from .recovery import CaptureLost
 
 _log = logging.getLogger("punktfunk.capture")
@@ -65,7 +65,7 @@ class _Latest:
         self.ended: str | None = None
 
 
-class PipeWireCapturer:
+class PipeWireCapturer(OutRingCapturer):
     def __init__(
         self, fd: int, node_id: int, fmt: OutputFormat, *, pipeline_depth: int = 2
     ) -> None:
@@ -162,17 +162,6 @@ class PipeWireCapturer:
 
     # --- capture thread ---------------------------------------------------------------------
 
-    @property
-    def output_format(self) -> OutputFormat:
-        return self._fmt
-
-    @property
-    def pipeline_depth(self) -> int:
-        return self._depth
-
-    def hdr_meta(self) -> HdrMeta | None:
-        return None
-
     def set_active(self, active: bool) -> None:
         self._active = active
 
@@ -198,17 +187,6 @@ class PipeWireCapturer:
             self._out.commit(), PixelFormat.BGRA8, self._seq, capture_ns, False
         )
         return self._last
-
-    def try_latest(self) -> CapturedFrame | None:
-        return self.next_frame(0.0)
-
-    def repeat_last(self) -> CapturedFrame | None:
-        """The last frame again in a fresh OUT slot (nothing new on a static desktop)."""
-        last = self._last
-        pixels = self._out.repeat_last()
-        if pixels is None or last is None:
-            return None
-        return CapturedFrame(pixels, last.pixel_format, last.seq, last.capture_ns, False)
 
     def close(self) -> None:
         if self._proc.poll() is None:

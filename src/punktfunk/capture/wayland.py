@@ -13,16 +13,16 @@ import time
 from pathlib import Path
 
 from ..log import event
-from ..proto.frame import HdrMeta, PixelFormat
+from ..proto.frame import PixelFormat
 from ..wayland.screencopy import ScreencopyError, ScreencopyOutput
 from .base import CapturedFrame, CaptureError, OutputFormat
-from .outring import OutRing
+from .outring import OutRing, OutRingCapturer
 from .recovery import CaptureLost
 
 _log = logging.getLogger("punktfunk.capture")
 
 
-class WaylandCapturer:
+class WaylandCapturer(OutRingCapturer):
     def __init__(
         self,
         socket: Path,
@@ -55,17 +55,6 @@ class WaylandCapturer:
             mode=f"{width}x{height}",
         )
 
-    @property
-    def output_format(self) -> OutputFormat:
-        return self._fmt
-
-    @property
-    def pipeline_depth(self) -> int:
-        return self._depth
-
-    def hdr_meta(self) -> HdrMeta | None:
-        return None
-
     def set_active(self, active: bool) -> None:
         if active and not self._active:
             self._capture.refresh_all()  # a fresh frame at once when resumed
@@ -94,17 +83,6 @@ class WaylandCapturer:
                 f"the Wayland compositor of {self.output_name} is gone ({exc})"
             ) from None
         return None
-
-    def try_latest(self) -> CapturedFrame | None:
-        return self.next_frame(0.0)
-
-    def repeat_last(self) -> CapturedFrame | None:
-        """The last frame again in a fresh OUT slot (nothing new on a static desktop)."""
-        last = self._last
-        pixels = self._out.repeat_last()
-        if pixels is None or last is None:
-            return None
-        return CapturedFrame(pixels, last.pixel_format, last.seq, last.capture_ns, False)
 
     def close(self) -> None:
         with contextlib.suppress(RuntimeError, OSError):  # the compositor may already be gone

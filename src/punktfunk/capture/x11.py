@@ -13,18 +13,18 @@ import logging
 import time
 
 from ..log import event
-from ..proto.frame import HdrMeta, PixelFormat
+from ..proto.frame import PixelFormat
 from ..vdisplay.xlib.core import XDisplay, XError
 from ..vdisplay.xlib.screen import ScreenWatch
 from ..vdisplay.xlib.shm import shm_available
 from .base import CapturedFrame, CaptureError, OutputFormat
-from .outring import OutRing
+from .outring import OutRing, OutRingCapturer
 from .recovery import CaptureLost
 
 _log = logging.getLogger("punktfunk.capture")
 
 
-class X11Capturer:
+class X11Capturer(OutRingCapturer):
     def __init__(
         self,
         display_name: str,
@@ -65,17 +65,6 @@ class X11Capturer:
             max_rate_hz=max_rate_hz,
         )
 
-    @property
-    def output_format(self) -> OutputFormat:
-        return self._fmt
-
-    @property
-    def pipeline_depth(self) -> int:
-        return self._depth
-
-    def hdr_meta(self) -> HdrMeta | None:
-        return None
-
     def set_active(self, active: bool) -> None:
         if active and not self._active:
             self._watch.mark_dirty()  # a fresh frame at once when resumed
@@ -102,17 +91,6 @@ class X11Capturer:
                     return self._last
             if time.monotonic() >= deadline:
                 return None
-
-    def try_latest(self) -> CapturedFrame | None:
-        return self.next_frame(0.0)
-
-    def repeat_last(self) -> CapturedFrame | None:
-        """The last frame again in a fresh OUT slot (nothing new on a static desktop)."""
-        last = self._last
-        pixels = self._out.repeat_last()
-        if pixels is None or last is None:
-            return None
-        return CapturedFrame(pixels, last.pixel_format, last.seq, last.capture_ns, False)
 
     def close(self) -> None:
         self._watch.close()

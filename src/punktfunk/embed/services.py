@@ -20,8 +20,6 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from types import TracebackType
-from typing import Self
 
 from ..audio.base import AudioCapturer
 from ..capture.base import CaptureBackend
@@ -30,7 +28,7 @@ from ..input.base import InputInjector, PadManager
 from ..log import event
 from ..session.plan import ClientRequest, SessionPlan, Topology, resolve_plan
 from ..session.services import HostServices
-from ..vdisplay.base import DisplayBackend, DisplayMode
+from ..vdisplay.base import DisplayBackend, DisplayMode, LeaseBase
 from ..vdisplay.manager import Output
 from ..vdisplay.ring import FrameRing
 from .frames import Mode
@@ -49,7 +47,7 @@ class EmbeddedApp:
     sessions: list[Session] = field(default_factory=list)
 
 
-class AppLease:
+class AppLease(LeaseBase):
     """The session's 'monitor': `attach_ring` hands the capturer's ring to the session."""
 
     def __init__(self, session: Session, source: PushSource | Render) -> None:
@@ -81,15 +79,6 @@ class AppLease:
 
     def close(self) -> None:
         self.session.end()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:  # fmt: skip
-        self.close()
 
 
 class EmbedServices(HostServices):

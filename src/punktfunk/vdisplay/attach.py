@@ -6,10 +6,7 @@ at its current mode; capture is the direct X11 path, which follows its mode chan
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Self
-
-from .base import DisplayBackend, DisplayMode, MonitorRequest
+from .base import DisplayBackend, DisplayMode, LeaseBase, MonitorRequest
 from .manager import Output
 from .xlib import randr
 from .xlib.core import XDisplay, XError
@@ -19,7 +16,7 @@ class AttachError(RuntimeError):
     """The X display to attach to cannot be opened."""
 
 
-class AttachedLease:
+class AttachedLease(LeaseBase):
     def __init__(self, output: Output) -> None:
         self._output = output
 
@@ -32,17 +29,6 @@ class AttachedLease:
 
     def close(self) -> None:
         """Nothing to release: the display is not ours."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class AttachedDisplay:

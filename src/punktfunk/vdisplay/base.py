@@ -120,6 +120,24 @@ class VirtualLease(Protocol):
     ) -> None: ...
 
 
+class LeaseBase:
+    """The with-block of a lease (`VirtualLease`): leaving it calls `close()`."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
 @runtime_checkable
 class VirtualDisplay(Protocol):
     """A source of virtual monitors (the host-side manager over the driver process)."""

@@ -18,14 +18,12 @@ import subprocess
 import threading
 from dataclasses import dataclass, field
 from enum import StrEnum
-from types import TracebackType
-from typing import Self
 
 from ..config import HostConfig
 from ..log import event
 from . import xauth
 from .adapter import adapter_env
-from .base import DisplayBackend, DisplayMode, MonitorRequest
+from .base import DisplayBackend, DisplayMode, LeaseBase, MonitorRequest
 from .client import IDLE_EXIT_S, DriverConnection, DriverError, connect_driver, reap
 from .driver.edid import edid_has_hdr
 
@@ -61,7 +59,7 @@ class _Entry:
     timer: threading.Timer | None = None
 
 
-class MonitorLease:
+class MonitorLease(LeaseBase):
     """A session's hold on a monitor; `close()` (idempotent) or the with-block releases it."""
 
     def __init__(self, manager: VirtualDisplayManager, entry: _Entry) -> None:
@@ -108,17 +106,6 @@ class MonitorLease:
         if not self._closed:
             self._closed = True
             self._manager._release(self)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class VirtualDisplayManager:

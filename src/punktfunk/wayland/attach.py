@@ -17,13 +17,11 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from pywayland.client import Display
 
 from ..log import event
-from ..vdisplay.base import DisplayBackend, DisplayMode, MonitorRequest
+from ..vdisplay.base import DisplayBackend, DisplayMode, LeaseBase, MonitorRequest
 from ..vdisplay.manager import Output
 from .portal import PortalError, ScreenCast, screencast_available
 from .screencopy import ScreencopyError, ScreencopyOutput
@@ -76,7 +74,7 @@ def parse_target(target: str) -> str:
     return output
 
 
-class WaylandAttachedLease:
+class WaylandAttachedLease(LeaseBase):
     def __init__(self, output: Output, socket: Path) -> None:
         self._output = output
         self.wayland_socket = socket
@@ -94,19 +92,8 @@ class WaylandAttachedLease:
     def close(self) -> None:
         """Nothing to release: the compositor is not ours."""
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class PortalLease:
+class PortalLease(LeaseBase):
     """What the ScreenCast portal granted; closing the lease ends the portal session."""
 
     def __init__(self, output: Output, cast: ScreenCast, socket: Path | None) -> None:
@@ -129,17 +116,6 @@ class PortalLease:
 
     def close(self) -> None:
         self._cast.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class WaylandAttachedDisplay:

@@ -12,8 +12,7 @@ nothing granted behind. Plain D-Bus over jeepney (blocking, its own connection).
 Where input cannot go through the compositor directly (GNOME, KDE: no wlroots virtual input),
 the session is a RemoteDesktop one instead: CreateSession and SelectDevices (keyboard, pointer)
 on the RemoteDesktop portal, SelectSources on the ScreenCast portal, Start on RemoteDesktop;
-input then travels as RemoteDesktop `Notify*` calls (`input/portal.py`), sent without waiting
-for a reply. Before xdg-desktop-portal 1.17 (RemoteDesktop version 2) such a session cannot
+input then travels as RemoteDesktop `Notify*` calls (`input/portal.py`), one at a time. Before xdg-desktop-portal 1.17 (RemoteDesktop version 2) such a session cannot
 persist, so the desktop asks at every start.
 """
 
@@ -31,7 +30,6 @@ from typing import Any
 from jeepney import (
     DBusAddress,
     MatchRule,
-    MessageFlag,
     MessageType,
     Properties,
     message_bus,
@@ -205,15 +203,18 @@ class ScreenCast:
         )  # fmt: skip
 
     def notify(self, method: str, signature: str, *args: Any) -> None:
-        """A RemoteDesktop `Notify*` input call on this session, sent without waiting (no
-        reply is asked for, so none piles up unread)."""
+        """A RemoteDesktop `Notify*` input call on this session, answered before it returns:
+        xdg-desktop-portal handles calls on a thread pool, so only one at a time keeps them
+        in order (`input/portal.py` calls this from its one sender thread)."""
         msg = new_method_call(
             _portal(REMOTE_DESKTOP), method, "oa{sv}" + signature, (self._session, {}, *args)
         )
-        msg.header.flags |= MessageFlag.no_reply_expected
         with self._send_lock:
-            if self._session:
-                self._conn.send(msg)
+            if not self._session:
+                return
+            reply = self._conn.send_and_get_reply(msg, timeout=CALL_TIMEOUT_S)
+        if reply.header.message_type is MessageType.error:
+            raise PortalError(f"{method}: {reply.body[0] if reply.body else 'error'}")
 
     def _call(
         self,
