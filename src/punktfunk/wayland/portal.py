@@ -12,8 +12,9 @@ nothing granted behind. Plain D-Bus over jeepney (blocking, its own connection).
 Where input cannot go through the compositor directly (GNOME, KDE: no wlroots virtual input),
 the session is a RemoteDesktop one instead: CreateSession and SelectDevices (keyboard, pointer)
 on the RemoteDesktop portal, SelectSources on the ScreenCast portal, Start on RemoteDesktop;
-input then travels as RemoteDesktop `Notify*` calls (`input/portal.py`), one at a time. Before xdg-desktop-portal 1.17 (RemoteDesktop version 2) such a session cannot
-persist, so the desktop asks at every start.
+input then travels as RemoteDesktop `Notify*` calls (`input/portal.py`), one at a time.
+Before xdg-desktop-portal 1.17 (RemoteDesktop version 2) such a session cannot persist, so the
+desktop asks at every start.
 """
 
 from __future__ import annotations
