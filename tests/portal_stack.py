@@ -20,7 +20,7 @@ from punktfunk.wayland.sway import Sway
 
 HERE = Path(__file__).resolve().parent
 PORTAL = "/usr/libexec/xdg-desktop-portal"
-PARTS = ("dbus-daemon", "pipewire", "wireplumber", "gst-launch-1.0", "pw-dump", PORTAL)
+PARTS = ("dbus-daemon", "dbus-send", "pipewire", "wireplumber", "gst-launch-1.0", "pw-dump", PORTAL)
 _PORTAL_FILE = """[portal]
 DBusName=org.freedesktop.impl.portal.desktop.pftest
 Interfaces=org.freedesktop.impl.portal.ScreenCast;org.freedesktop.impl.portal.RemoteDesktop;
