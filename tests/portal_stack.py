@@ -6,9 +6,11 @@ Everything runs in a short private directory and is stopped by `close()`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -65,7 +67,7 @@ class PortalDesktop:
         bus = subprocess.Popen(
             ["dbus-daemon", "--session", "--nofork", "--print-address=1",
              f"--address=unix:path={runtime}/bus"],
-            stdout=subprocess.PIPE, stderr=self.log, env=self.env,
+            stdout=subprocess.PIPE, stderr=self.log, env=self.env, process_group=0,
         )  # fmt: skip
         self.procs.append(bus)
         assert bus.stdout is not None
@@ -82,7 +84,11 @@ class PortalDesktop:
 
     def _spawn(self, argv: list[str], **extra: str) -> None:
         env = {**self.env, **extra}
-        self.procs.append(subprocess.Popen(argv, stdout=self.log, stderr=self.log, env=env))
+        self.procs.append(
+            subprocess.Popen(
+                argv, stdout=self.log, stderr=self.log, env=env, process_group=self.procs[0].pid
+            )
+        )
 
     def _has_name(self, name: str) -> bool:
         done = subprocess.run(
@@ -109,15 +115,43 @@ class PortalDesktop:
         return [json.loads(line) for line in self.record.read_text().splitlines()]
 
     def close(self) -> None:
-        for proc in reversed(self.procs):
-            proc.terminate()
-        for proc in reversed(self.procs):
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        """Stop the whole stack: one process group holds what was started here and what the
+        bus activated on its own (the document portal and its FUSE mount, the permission
+        store)."""
+        if self.procs:
+            group = self.procs[0].pid
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, sig)
+                if self._group_gone(group, 5.0):
+                    break
+            for proc in self.procs:
                 proc.wait()
+        doc = self.sway.runtime / "doc"
+        if not self._unmounted(doc, 5.0):
+            subprocess.run(["fusermount3", "-u", "-z", str(doc)], check=False)
         self.sway.stop()
         if hasattr(self, "log"):
             self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _group_gone(self, group: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for proc in self.procs:
+                proc.poll()  # reap ours: a zombie still counts in its group
+            try:
+                os.killpg(group, 0)
+            except ProcessLookupError:
+                return True
+            time.sleep(0.1)
+        return False
+
+    @staticmethod
+    def _unmounted(path: Path, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if f" {path} " not in Path("/proc/mounts").read_text():
+                return True
+            time.sleep(0.1)
+        return False

@@ -14,6 +14,7 @@ import os
 import re
 import stat
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,13 +35,50 @@ def _require_portal_stack() -> None:
         pytest.skip(message)
 
 
+def _leftovers(desktop: PortalDesktop) -> list[str]:
+    """Processes that still name the desktop's private directory."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(desktop.dir) in text:
+            found.append(text)
+    return found
+
+
+@pytest.fixture
+def desktop_at() -> Iterator[Callable[[DisplayMode], PortalDesktop]]:
+    """Make a portal desktop at a mode; every one made is stopped, and nothing of it stays."""
+    made: list[PortalDesktop] = []
+
+    def make(mode: DisplayMode) -> PortalDesktop:
+        require_backend(DisplayBackend.WLROOTS)
+        _require_portal_stack()
+        made.append(PortalDesktop(mode))
+        return made[-1]
+
+    yield make
+    for desktop in made:
+        desktop.close()
+        assert _leftovers(desktop) == []
+
+
+@pytest.fixture
+def apps() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Apps a test starts in its desktop, killed after it."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for app in started:
+        app.kill()
+        app.wait()
+
+
 def test_moonlight_streams_the_desktop_through_its_portal_and_is_asked_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, desktop_at, apps
 ) -> None:
-    require_backend(DisplayBackend.WLROOTS)
-    _require_portal_stack()
-    desktop = PortalDesktop(DisplayMode(1280, 720, 30))
-    app = None
+    desktop = desktop_at(DisplayMode(1280, 720, 30))
     host = None
     try:
         for key, value in desktop.env.items():
@@ -48,8 +86,8 @@ def test_moonlight_streams_the_desktop_through_its_portal_and_is_asked_once(
         doctor = subprocess.run([str(PUNKTFUNK), "doctor"], capture_output=True, text=True)
         assert re.search(r"attach:portal\s+ok\s+ScreenCast portal v4", doctor.stdout), doctor.stdout
         script = _app(tmp_path, "Own", "ff0000").split("=", 1)[1].split()[1]
-        app = subprocess.Popen(["sh", script], stdin=subprocess.DEVNULL)
-        assert wait_until(lambda: desktop.sway.ipc.windows().get("pf-0") == [app.pid], 20)
+        apps.append(subprocess.Popen(["sh", script], stdin=subprocess.DEVNULL))
+        assert wait_until(lambda: desktop.sway.ipc.windows().get("pf-0") == [apps[0].pid], 20)
         host = Host(tmp_path, "--pin", "4321", "--display", "attach:portal")
         # First launch: the portal asks (a desktop shows its dialog), the picture is the
         # desktop at its own size, keys and clicks reach the app in it.
@@ -74,10 +112,6 @@ def test_moonlight_streams_the_desktop_through_its_portal_and_is_asked_once(
     finally:
         if host is not None:
             host.kill()
-        if app is not None:
-            app.kill()
-            app.wait()
-        desktop.close()
 
 
 def test_attach_portal_without_a_portal_says_why_and_the_host_keeps_serving(
@@ -99,15 +133,12 @@ def test_attach_portal_without_a_portal_says_why_and_the_host_keeps_serving(
 
 
 def test_without_wlroots_input_a_remote_desktop_session_carries_keys_clicks_and_text(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, desktop_at, apps
 ) -> None:
     """As on GNOME or KDE: the host cannot reach wlroots virtual input (here: no Wayland socket
     in its environment), so it asks the portal for a RemoteDesktop session; Moonlight's keys and
     click reach the app through the portal, and text goes as keysyms."""
-    require_backend(DisplayBackend.WLROOTS)
-    _require_portal_stack()
-    desktop = PortalDesktop(DisplayMode(1024, 768, 30))
-    apps: list[subprocess.Popen[bytes]] = []
+    desktop = desktop_at(DisplayMode(1024, 768, 30))
     host = None
     try:
         monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", desktop.env["DBUS_SESSION_BUS_ADDRESS"])
@@ -136,33 +167,27 @@ def test_without_wlroots_input_a_remote_desktop_session_carries_keys_clicks_and_
     from punktfunk.wayland.portal import ScreenCast
 
     out = tmp_path / "text.txt"
-    try:
-        apps.append(
-            subprocess.Popen(
-                ["foot", "sh", "-c", f'read line; echo "$line" > {out}; sleep 60'],
-                stdin=subprocess.DEVNULL,
-                env=desktop.env,
-            )
+    apps.append(
+        subprocess.Popen(
+            ["foot", "sh", "-c", f'read line; echo "$line" > {out}; sleep 60'],
+            stdin=subprocess.DEVNULL,
+            env=desktop.env,
         )
-        assert wait_until(lambda: apps[-1].pid in desktop.sway.ipc.windows().get("pf-0", []), 20)
-        cast = ScreenCast(want_input=True)
-        try:
-            injector = PortalInjector(cast, 1024, 768)
-            injector.text("Grüße → 1€\n")
-            injector.close()  # what is queued goes out first
-            assert wait_until(out.exists, 10), desktop.records()[-5:]
-            assert out.read_text().strip() == "Grüße → 1€"
-        finally:
-            cast.close()
+    )
+    assert wait_until(lambda: apps[-1].pid in desktop.sway.ipc.windows().get("pf-0", []), 20)
+    cast = ScreenCast(want_input=True)
+    try:
+        injector = PortalInjector(cast, 1024, 768)
+        injector.text("Grüße → 1€\n")
+        injector.close()  # what is queued goes out first
+        assert wait_until(out.exists, 10), desktop.records()[-5:]
+        assert out.read_text().strip() == "Grüße → 1€"
     finally:
-        for app in apps:
-            app.kill()
-            app.wait()
-        desktop.close()
+        cast.close()
 
 
 def test_attach_wayland_takes_the_portal_where_one_answers_else_screencopy(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, desktop_at
 ) -> None:
     """`attach:wayland` (no output named): the portal when one answers on the session bus,
     wlr-screencopy of the first output otherwise; each choice logged with its reason."""
@@ -171,25 +196,20 @@ def test_attach_wayland_takes_the_portal_where_one_answers_else_screencopy(
     from punktfunk.vdisplay.base import MonitorRequest
     from punktfunk.wayland.attach import PortalLease, WaylandAttachedDisplay, WaylandAttachedLease
 
-    require_backend(DisplayBackend.WLROOTS)
-    _require_portal_stack()
-    desktop = PortalDesktop(DisplayMode(800, 600, 30))
+    desktop = desktop_at(DisplayMode(800, 600, 30))
     request = MonitorRequest(DisplayMode(1280, 720, 60), False, "choice")
-    try:
-        for key, value in desktop.env.items():
-            monkeypatch.setenv(key, value)
-        display = WaylandAttachedDisplay("wayland", tmp_path)
-        with caplog.at_level(logging.INFO, logger="punktfunk"):
-            with display.acquire(request) as lease:
-                assert isinstance(lease, PortalLease)
-                assert (lease.output.mode.width, lease.output.mode.height) == (800, 600)
-                assert hasattr(lease, "wayland_socket")  # sway's own virtual input, direct
-            monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS")
-            with display.acquire(request) as lease:
-                assert isinstance(lease, WaylandAttachedLease)
-                assert lease.output.display_name == desktop.output.name
-        assert re.search(r"display\.attach .*path=portal .*input=compositor", caplog.text)
-        assert re.search(r"display\.attach .*path=wlr-screencopy .*no session bus", caplog.text)
-        assert wait_until(lambda: any("closed" in r for r in desktop.records()), 10)
-    finally:
-        desktop.close()
+    for key, value in desktop.env.items():
+        monkeypatch.setenv(key, value)
+    display = WaylandAttachedDisplay("wayland", tmp_path)
+    with caplog.at_level(logging.INFO, logger="punktfunk"):
+        with display.acquire(request) as lease:
+            assert isinstance(lease, PortalLease)
+            assert (lease.output.mode.width, lease.output.mode.height) == (800, 600)
+            assert hasattr(lease, "wayland_socket")  # sway's own virtual input, direct
+        monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS")
+        with display.acquire(request) as lease:
+            assert isinstance(lease, WaylandAttachedLease)
+            assert lease.output.display_name == desktop.output.name
+    assert re.search(r"display\.attach .*path=portal .*input=compositor", caplog.text)
+    assert re.search(r"display\.attach .*path=wlr-screencopy .*no session bus", caplog.text)
+    assert wait_until(lambda: any("closed" in r for r in desktop.records()), 10)
