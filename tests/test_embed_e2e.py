@@ -57,7 +57,9 @@ def _until(what: str, ok: Callable[[], object], timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def _balls_host(tmp: Path, **settings: object) -> Iterator[tuple[punktfunk.Host, Balls]]:
+def _balls_host(
+    tmp: Path, tone_hz: float = 440.0, **settings: object
+) -> Iterator[tuple[punktfunk.Host, Balls]]:
     """The bouncing-balls example served by a host of its own, with a tone per session."""
     (tmp / "none.env").write_text("")
     with pytest.MonkeyPatch.context() as mp:
@@ -69,7 +71,7 @@ def _balls_host(tmp: Path, **settings: object) -> Iterator[tuple[punktfunk.Host,
             bind_address="127.0.0.1", mdns=False, monitor_linger_ms=0, **settings,
         ) as h:  # fmt: skip
             serve(h, balls)
-            h.on_session(start=_play_tone)
+            h.on_session(start=lambda session: _play_tone(session, tone_hz))
             yield h, balls
 
 
@@ -80,6 +82,23 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[punktfunk.H
                      codec_fit=False) as (h, balls):  # fmt: skip
         h.app("HDR Gradient", source=Card(), hdr=True)
         yield h, balls
+
+
+def test_with_media_workers_moonlight_hears_the_program_not_the_sound_server(
+    tmp_path: Path,
+) -> None:
+    """session_workers=on: video is captured and sent by a worker, but the program plays into
+    its own process, so its audio stays in the host. 660 Hz here, not the 440 Hz tone a worker
+    would capture from the sound server's side (or its fallback)."""
+    port = BASE_PORT + 300
+    with _balls_host(tmp_path, tone_hz=660.0, session_workers="on", gamestream_port=port,
+                     codec_fit=False):  # fmt: skip
+        client = start_drive(tmp_path, "--port", str(port), "--pin", PIN, "--app", "Balls",
+                             "--mode", "640x480x30", "--seconds", "4")  # fmt: skip
+        _until("the session's media worker", _workers, 60)
+        result = finish_drive(client)
+        assert result["decoded"] > 0, result
+        assert result["audio_chunks"] > 50 and abs(result["tone_hz"] - 660) < 5, result["tone_hz"]
 
 
 def test_moonlight_streams_the_program_and_its_input_comes_back_typed(

@@ -148,6 +148,9 @@ def test_a_killed_worker_ends_only_its_own_session(host: WorkersHost) -> None:
     assert ml["decoded"] > 0 and ml["decoded_fraction"] >= 0.98, {
         k: v for k, v in ml.items() if k not in ("counters", "idr_numbers")
     }
+    # Moonlight's audio comes from its worker too (capture, Opus, FEC; the tone where no
+    # sound server runs), not from a host thread.
+    assert ml["audio_chunks"] > 50 and abs(ml["tone_hz"] - 440) < 5, ml["tone_hz"]
     log = host.text()
     assert "worker.exit" in log and "expected=False" in log
     assert "killed by signal 9" in log.split("session.end", 1)[1]
@@ -184,6 +187,9 @@ def test_a_killed_moonlight_worker_ends_that_stream_and_tells_moonlight(host: Wo
     status = host.status()
     stages = [s["stages"] for s in [*status["native"]["sessions"], *status["sessions"]]]
     assert all(st.get("control_forward", {}).get("p50", 0) > 0 for st in stages), stages
+    # The Moonlight session's audio packets are counted by its worker, which sends them.
+    (gs_status,) = status["sessions"]
+    assert gs_status["counters"].get("audio_packets", 0) > 50, gs_status["counters"]
     victim = host.worker_of("gs-")
     os.kill(victim, signal.SIGKILL)
     ml = finish_drive(moonlight, timeout=SECONDS + 90)

@@ -167,6 +167,9 @@ class EmbedServices(HostServices):
             return session.open_audio(channels)  # type: ignore[return-value]
         return super().open_audio(channels, session_name, source)
 
+    def audio_in_worker(self, lease: object) -> bool:
+        return not isinstance(lease, AppLease)  # the program plays into this process
+
     def close(self) -> None:
         for session in self.sessions():
             with contextlib.suppress(Exception):

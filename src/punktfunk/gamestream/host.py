@@ -376,7 +376,8 @@ class GameStreamHost:
         if not self.workers:
             return self.services.open_video(request, client_id)
         return RemoteSource(self.services, request, client_id, session.name, session.stats,  # type: ignore[return-value]
-                            audio=False, target=GAMESTREAM_TARGET)  # fmt: skip
+                            audio=self._opus_factory is not None,
+                            target=GAMESTREAM_TARGET)  # fmt: skip
 
     def _session_ended(self, session: StreamSession, reason: str) -> None:
         launch = session.launch

@@ -13,9 +13,11 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from ..log import event
 from ..supervise import supervised_thread
+from .audio import AudioPacketizer
 
 _log = logging.getLogger("punktfunk.gamestream.media")
 
@@ -90,3 +92,35 @@ class MediaPort:
                     size=len(data),
                     client=addr[0],
                 )
+
+
+class _Chunks(Protocol):
+    def read(self, timeout: float) -> Any: ...
+    def close(self) -> None: ...
+
+
+def pump_audio(
+    capturer: _Chunks,
+    encode: Callable[[bytes], bytes],
+    packetizer: AudioPacketizer,
+    frame_bytes: int,
+    addr: Callable[[], tuple[str, int] | None],
+    send: Callable[[Sequence[bytes], tuple[str, int]], None],
+    stopped: Callable[[], bool],
+) -> None:
+    """A session's audio until `stopped()`: capture chunks (5 ms) gathered into Opus packets of
+    `frame_bytes` PCM, packetized and sent once the client has said where (host or worker)."""
+    pending = b""
+    try:
+        while not stopped():
+            chunk = capturer.read(timeout=0.1)
+            target = addr()
+            if chunk is None or target is None:
+                continue
+            pending += chunk.pcm
+            while len(pending) >= frame_bytes:
+                opus = encode(pending[:frame_bytes])
+                pending = pending[frame_bytes:]
+                send(packetizer.packetize(opus), target)
+    finally:
+        capturer.close()

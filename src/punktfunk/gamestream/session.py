@@ -52,7 +52,7 @@ from .input import (
     InputRouter,
     parse_input,
 )
-from .media import MediaPort
+from .media import MediaPort, pump_audio
 from .nvhttp import LaunchParams
 from .rtsp import ENC_AUDIO, ENC_VIDEO, Negotiation, RtspCipher
 from .video import FEC_START_PERCENT, VideoPacketizer, fec_percent_for_loss
@@ -224,7 +224,18 @@ class StreamSession:
             spec = {"packet_size": n.packet_size, "fec_percent": FEC_START_PERCENT,
                     "min_parity": n.min_fec_packets, "key": key, "fps": n.fps,
                     "addr": self.video_addr}  # fmt: skip
-            source.send_stream(spec, self.video_port.socket)
+            if source.audio:  # capture, Opus and send in the worker too
+                spec["audio"] = {
+                    "channels": n.audio_channels,
+                    "high_quality": n.audio_high_quality,
+                    "packet_ms": n.audio_packet_ms,
+                    "key": self.launch.params.ri_key if n.encryption & ENC_AUDIO else None,
+                    "key_id": self.launch.params.ri_key_id,
+                    "addr": self.audio_addr,
+                }
+                source.send_stream(spec, self.video_port.socket, self.audio_port.socket)
+            else:
+                source.send_stream(spec, self.video_port.socket)
             self._pipeline = source.pipeline  # type: ignore[assignment]
         else:
             packetizer = VideoPacketizer(n.packet_size, FEC_START_PERCENT, n.min_fec_packets, key)
@@ -340,6 +351,9 @@ class StreamSession:
 
     def on_audio_ping(self, addr: tuple[str, int]) -> None:
         first = self.audio_addr is None
+        if addr != self.audio_addr and self._remote is not None and self._remote.audio:
+            self._remote.worker.send(("audio_addr", addr))  # the worker sends the audio
+            first = False
         self.audio_addr = addr
         if first and not self.ended and self._opus_factory is not None:
             self._spawn(self._audio_loop, "audio")
@@ -352,19 +366,8 @@ class StreamSession:
         key = self.launch.params.ri_key if n.encryption & ENC_AUDIO else None
         packetizer = AudioPacketizer(key, self.launch.params.ri_key_id, n.audio_packet_ms)
         frame_bytes = 48 * n.audio_packet_ms * n.audio_channels * 2
-        pending = b""
-        try:
-            while not self.ended:
-                chunk = capturer.read(timeout=0.1)
-                if chunk is None or self.audio_addr is None:
-                    continue
-                pending += chunk.pcm  # capture chunks are 5 ms; a packet may be 10 ms
-                while len(pending) >= frame_bytes:
-                    opus = encode(pending[:frame_bytes])
-                    pending = pending[frame_bytes:]
-                    self.audio_port.send(packetizer.packetize(opus), self.audio_addr)
-        finally:
-            capturer.close()
+        pump_audio(capturer, encode, packetizer, frame_bytes, lambda: self.audio_addr,
+                   self.audio_port.send, lambda: self.ended)  # fmt: skip
 
     # --- control --------------------------------------------------------------------------
 

@@ -126,6 +126,7 @@ class RemoteSource:
         self.worker = WorkerProcess(name, self._on_message, self._on_exit)
         try:
             self.plan, self.lease = services.open_lease(request, client_id)
+            self.audio = audio and services.audio_in_worker(self.lease)
             backend, params = services.encoder_spec(self.plan)
             spec = {
                 "name": name,
@@ -157,10 +158,10 @@ class RemoteSource:
 
     # --- streaming ------------------------------------------------------------------------
 
-    def send_stream(self, spec: dict[str, Any], sock: socket.socket) -> None:
-        """Hand the worker its stream spec and a duplicate of the shared UDP socket
-        (SCM_RIGHTS)."""
-        self.worker.send(("stream", spec), (sock.fileno(),))
+    def send_stream(self, spec: dict[str, Any], *socks: socket.socket) -> None:
+        """Hand the worker its stream spec and duplicates of the shared UDP sockets it sends
+        on (SCM_RIGHTS): video first, then GameStream's audio port where audio is its."""
+        self.worker.send(("stream", spec), tuple(sock.fileno() for sock in socks))
 
     def stream(
         self,

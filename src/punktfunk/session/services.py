@@ -242,6 +242,11 @@ class HostServices:
     def open_audio(self, channels: int, session_name: str, source: object = None) -> AudioCapturer:
         return open_capturer(session_name, channels)
 
+    def audio_in_worker(self, lease: object) -> bool:
+        """Whether a media worker can capture this session's audio itself (the session's
+        sound server sink); an embedded program's audio lives in the host's process."""
+        return True
+
     def opus_encoder(
         self, channels: int, high_quality: bool, frame_ms: int
     ) -> Callable[[bytes], bytes]:

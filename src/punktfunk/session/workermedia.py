@@ -75,7 +75,7 @@ def release(capturer: Capturer, encoder: Encoder, sock: socket.socket | None) ->
 class Media(Protocol):
     """A protocol's media inside its worker, driven by the host's messages."""
 
-    def stream(self, spec: dict[str, Any], fd: int) -> None: ...
+    def stream(self, spec: dict[str, Any], fds: list[int]) -> None: ...
     def start(self, audio: bool) -> None: ...
     def control(self, message: tuple[Any, ...]) -> None: ...
     def close(self) -> None: ...
@@ -87,7 +87,7 @@ def serve(
     open_: Callable[[WorkerContext, dict[str, Any]], Media],
 ) -> None:
     """The worker's life: open, stream on the host's word, stop on its word (or its death).
-    Messages: `("stream", spec, [udp fd])`, `("start", audio)`, protocol control, `("stop",)`."""
+    Messages: `("stream", spec, [udp fds])`, `("start", audio)`, protocol control, `("stop",)`."""
     started = time.monotonic()
     try:
         media = open_(ctx, spec)
@@ -102,7 +102,7 @@ def serve(
                 case "stop":
                     break
                 case "stream":
-                    media.stream(message[1], fds[0])
+                    media.stream(message[1], fds)
                 case "start":
                     media.start(bool(message[1]))
                 case _:

@@ -64,8 +64,8 @@ class _Media:
         self.origin = (0, 0)
         self.threads: list[threading.Thread] = []
 
-    def stream(self, spec: dict[str, Any], fd: int) -> None:
-        self.sock = socket.socket(fileno=fd)
+    def stream(self, spec: dict[str, Any], fds: list[int]) -> None:
+        self.sock = socket.socket(fileno=fds[0])
         self.addr, self.origin = spec["addr"], (spec["origin_wall_ns"], spec["origin_mono_ns"])
         resume = spec.get("resume") or {}
         self.sealer = sealer = MediaSealer(spec["keys"], Role.HOST, resume.get("next_seq", 0))

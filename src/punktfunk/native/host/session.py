@@ -395,8 +395,8 @@ class NativeSession(ModeSwitch):
         self._applier = InputApplier(self._injector, self._services.open_pads(self.name, source))
         self._applier.on_pad_feedback(lambda fb: self.send_datagram(rumble_of(fb)))
         self._spawn(self._input_loop, "input")
-        if self._opus_factory is not None and self._remote is None:  # else the worker's
-            self._spawn(self._audio_loop, "audio")
+        if self._opus_factory is not None and (self._remote is None or not self._remote.audio):
+            self._spawn(self._audio_loop, "audio")  # else the worker's
         event(_log, "session.start", session=self.name, client=self.hello.name or "",
               fingerprint=self.fingerprint.hex()[:16], mode=str(mode), codec=source.plan.codec,
               peer=self.conn.peer_address)  # fmt: skip
