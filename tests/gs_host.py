@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from punktfunk.service.admin import request
+
 ROOT = Path(__file__).resolve().parent.parent
 DRIVER = ROOT / "tests" / "moonlight_driver.py"
 PUNKTFUNK = Path(sys.executable).parent / "punktfunk"
@@ -117,14 +119,8 @@ class Host:
         wait_port(BASE_PORT)
 
     def status(self) -> dict:
-        sock = socket.socket(socket.AF_UNIX)
-        sock.settimeout(5)
-        sock.connect(str(self.state / "admin.sock"))
-        sock.sendall(b"status\n")
-        reply = sock.recv(1 << 20).decode()
-        sock.close()
-        assert reply.startswith("ok "), reply
-        return json.loads(reply[3:])
+        """The host's status, read whole (a few sessions' status is longer than one read)."""
+        return json.loads(request(self.state, "status"))
 
     def wait_no_sessions(self, timeout: float = 15.0) -> list:
         deadline = time.monotonic() + timeout

@@ -14,13 +14,13 @@ over time and the client's frame timeline (same monotonic clock) what it decoded
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from gs_host import Host, drive, finish_drive, start_drive
+from punktfunk.service.admin import request
 from test_native_stream import NativeHost
 
 PIN = "4321"
@@ -34,16 +34,6 @@ CLIMB_S = 20.0
 # The stream ends once the rate has climbed back (the recorder says so); this is only its cap,
 # well past the climb's deadline so a slow machine never cuts the climb short.
 STREAM_S = LIFT_AT_S + CLIMB_S + 15.0
-
-
-def admin(state: Path, line: str) -> str:
-    sock = socket.socket(socket.AF_UNIX)
-    sock.settimeout(5)
-    sock.connect(str(state / "admin.sock"))
-    sock.sendall(line.encode() + b"\n")
-    reply = sock.recv(1 << 20).decode()
-    sock.close()
-    return reply
 
 
 class Recorder:
@@ -76,10 +66,10 @@ class Recorder:
                 self.rates.append((now, rate))
                 first = first or now
             if first and not self.limit_at and now - first >= LIMIT_AT_S:
-                assert admin(self._state, f"testlimit {BOTTLENECK_KBPS}").startswith("ok ")
+                request(self._state, f"testlimit {BOTTLENECK_KBPS}")  # AdminError if refused
                 self.limit_at = time.monotonic()
             if self.limit_at and not self.lift_at and now - first >= LIFT_AT_S:
-                assert admin(self._state, "testlimit off").startswith("ok ")
+                request(self._state, "testlimit off")
                 self.lift_at = time.monotonic()
             if self.lift_at and (rate == CEILING_KBPS or now - self.lift_at > CLIMB_S + 10.0):
                 self._done()  # climbed all the way back, or long past the deadline
@@ -175,8 +165,7 @@ def test_native_client_settles_under_a_bottleneck_and_climbs_back(tmp_path: Path
         counts: list[tuple[float, int, int]] = []
 
         def rate() -> int | None:
-            reply = admin(tmp_path / "state", "status")
-            sessions = json.loads(reply[3:])["native"]["sessions"]
+            sessions = json.loads(request(tmp_path / "state", "status"))["native"]["sessions"]
             asm = receiver.assembler.stats
             counts.append(
                 (time.monotonic(), receiver.stats.frames_decoded, asm.frames + asm.frames_lost)

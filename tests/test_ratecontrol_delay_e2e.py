@@ -17,7 +17,8 @@ import threading
 import time
 from pathlib import Path
 
-from test_bottleneck_e2e import PIN, admin
+from punktfunk.service.admin import request
+from test_bottleneck_e2e import PIN
 from test_native_stream import NativeHost
 
 CEILING_KBPS = 4000
@@ -45,7 +46,7 @@ def test_native_backs_off_on_delay_before_loss(tmp_path: Path) -> None:
         state = tmp_path / "state"
 
         def rate() -> int | None:
-            sessions = json.loads(admin(state, "status")[3:])["native"]["sessions"]
+            sessions = json.loads(request(state, "status"))["native"]["sessions"]
             return sessions[0]["bitrate_kbps"] if sessions else None
 
         rates: list[tuple[float, int | None]] = []
@@ -56,12 +57,12 @@ def test_native_backs_off_on_delay_before_loss(tmp_path: Path) -> None:
                 time.sleep(0.2)
             time.sleep(WARM_S)
             assert rate() == CEILING_KBPS, log.read_text()[-3000:]  # no queue, no backoff
-            assert admin(state, f"testlimit {LINK_KBPS} queue 1000").startswith("ok limit")
+            assert request(state, f"testlimit {LINK_KBPS} queue 1000").startswith("limit")
             limit_at = time.monotonic()
             while time.monotonic() - limit_at < SETTLE_S + 2:
                 rates.append((time.monotonic() - limit_at, rate()))
                 time.sleep(0.2)
-            admin(state, "testlimit off")
+            request(state, "testlimit off")
         finally:
             receiver.stop()
             runner.join(timeout=30)
