@@ -88,7 +88,7 @@ def test_the_reader_follows_a_size_change_keeps_only_the_newest_and_reports_the_
     monkeypatch: pytest.MonkeyPatch, pipewire_fd: int
 ) -> None:
     """The capturer's child replaced by `cat` of real gdppay output (no PipeWire needed)."""
-    monkeypatch.setattr(pipewire, "gst_command", lambda fd, node: ["cat", str(FIXTURE)])
+    monkeypatch.setattr(pipewire, "gst_command", lambda node, fd=None: ["cat", str(FIXTURE)])
     capturer = pipewire.PipeWireCapturer(pipewire_fd, 7, OutputFormat(gpu=False, hdr=False))
     try:
         seen = []
@@ -113,7 +113,7 @@ def test_a_child_that_writes_garbage_ends_the_capture_with_the_reason(
 ) -> None:
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"\x07" * 200)
-    monkeypatch.setattr(pipewire, "gst_command", lambda fd, node: ["cat", str(junk)])
+    monkeypatch.setattr(pipewire, "gst_command", lambda node, fd=None: ["cat", str(junk)])
     capturer = pipewire.PipeWireCapturer(pipewire_fd, 9, OutputFormat(gpu=False, hdr=False))
     try:
         with pytest.raises(

@@ -45,7 +45,9 @@ class XServerError(RuntimeError):
     """An X server could not be started; the message carries the server's own reason."""
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """A preexec_fn: SIGTERM when the forking thread ends (the driver's long-lived ops thread,
+    so also when the driver is killed)."""
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
@@ -151,7 +153,7 @@ def start_server(
                     stdout=log,
                     stderr=log,
                     pass_fds=(write_fd,),
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=die_with_parent,
                     cwd=workdir,
                 )
             os.close(write_fd)

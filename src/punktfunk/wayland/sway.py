@@ -16,23 +16,20 @@ workspaces still look new to the client; `output <name> unplug` is used where sw
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import glob
 import os
 import shutil
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..vdisplay.base import DisplayMode
+from ..vdisplay.xserver import die_with_parent
 from .ipc import SwayIpc, SwayIpcError
 
 RUNTIME_NAME = "wayland"
 _SUN_PATH_MAX = 107
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
 PARK_MODE = DisplayMode(640, 480, 1)
 
 # Xwayland stays off: wlroots starts it without an auth cookie, so any local user could open
@@ -103,10 +100,6 @@ def _has_render_node() -> bool:
     return bool(glob.glob("/dev/dri/renderD*"))
 
 
-def _die_with_parent() -> None:
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
 @dataclass
 class SwayOutput:
     name: str
@@ -160,7 +153,7 @@ class Sway:
                 stderr=log,
                 env=env,
                 cwd=self.runtime,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         self.ipc = self._connect(timeout)
         # A seat per monitor (its own keyboard focus and cursor for the client's input), all
