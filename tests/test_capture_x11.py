@@ -100,3 +100,26 @@ def test_attach_to_a_display_that_does_not_exist_says_so() -> None:
         AttachedDisplay(":1999").acquire(MonitorRequest(DisplayMode(640, 480, 60), False, ""))
     with pytest.raises(CaptureError, match="cannot open X display"):
         X11Capturer(":1999", SDR)
+
+
+def test_our_x_servers_never_speak_for_the_service(tmp_path, monkeypatch) -> None:
+    """Xvfb says READY=1 to an inherited $NOTIFY_SOCKET: under systemd or `service run` that
+    would speak for the host (or for the doctor) before it is ready. Our servers do not get it."""
+    import socket
+
+    require_backend(DisplayBackend.XVFB)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(tmp_path / "notify.sock"))
+    listener.settimeout(1.0)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
+    workdir = make_workdir("xvfb")
+    server = start_server(
+        "Xvfb", lambda n: ["Xvfb", f":{n}", "-screen", "0", "320x240x24", "-nolisten", "tcp"],
+        workdir,
+    )  # fmt: skip
+    try:
+        with pytest.raises(TimeoutError):
+            print("the X server said:", listener.recv(4096))
+    finally:
+        server.stop()
+        listener.close()

@@ -30,6 +30,7 @@ from . import xauth
 DISPLAY_BASE = 40
 _WORKDIR = re.compile(r"^punktfunk-(?:xvfb|xorg)-(?P<pid>\d+)-[A-Za-z0-9_]+$")
 _SOCKET_DIR = Path("/tmp/.X11-unix")
+_MANAGER_VARS = frozenset({"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"})
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.prctl.argtypes = (
@@ -49,6 +50,13 @@ def die_with_parent() -> None:
     """A preexec_fn: SIGTERM when the forking thread ends (the driver's long-lived ops thread,
     so also when the driver is killed)."""
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def _server_env() -> dict[str, str]:
+    """Our environment less systemd's notification variables: Xorg and Xvfb say READY=1 to a
+    $NOTIFY_SOCKET they inherit, which would speak for the service (or the doctor) before it
+    is ready."""
+    return {k: v for k, v in os.environ.items() if k not in _MANAGER_VARS}
 
 
 def display_in_use(number: int) -> bool:
@@ -155,6 +163,7 @@ def start_server(
                     pass_fds=(write_fd,),
                     preexec_fn=die_with_parent,
                     cwd=workdir,
+                    env=_server_env(),
                 )
             os.close(write_fd)
             write_fd = -1
