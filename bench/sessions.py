@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +31,21 @@ from pathlib import Path
 PUNKTFUNK = str(Path(sys.executable).parent / "punktfunk")
 PIN = "4321"
 TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _interpreter_lock() -> dict[str, bool]:
+    """Whether this CPython is a free-threaded build, and whether the lock is still off once
+    the host's modules are imported (an extension that does not declare itself safe without
+    it turns it back on unless PYTHON_GIL=0); the hosts run with this interpreter and env."""
+    free = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    if not free:
+        return {"free_threaded_build": False, "gil": True}
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        import punktfunk.serve  # noqa: F401  (what the host imports)
+    return {"free_threaded_build": True, "gil": bool(sys._is_gil_enabled())}  # type: ignore[attr-defined]
 
 
 def _free_udp_port() -> int:
@@ -208,6 +224,7 @@ def main() -> None:
                 "mode": args.mode,
                 "seconds": args.seconds,
                 "python": sys.version.split()[0],
+                **_interpreter_lock(),
                 "runs": runs,
                 "overhead": overhead,
             }

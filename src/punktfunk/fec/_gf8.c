@@ -518,6 +518,11 @@ PyMODINIT_FUNC PyInit__gf8(void)
     PyObject *mod = PyModule_Create(&gf8_module);
     if (mod == NULL)
         return NULL;
+#ifdef Py_GIL_DISABLED
+    /* Free-threaded CPython: nothing here is shared and mutable after init (the tables
+     * are filled above, once), so the module needs no GIL. */
+    PyUnstable_Module_SetGIL(mod, Py_MOD_GIL_NOT_USED);
+#endif
     PyObject *isas = PyTuple_New((Py_ssize_t)best_isa + 1);
     if (isas == NULL)
         goto fail;

@@ -94,6 +94,10 @@ class WorkerContext:
         self.inbox: queue.Queue[tuple[Message, list[int], int]] = queue.Queue()
         self.replies: queue.Queue[tuple[Message, list[int]]] = queue.Queue()
         self.extra_state: Callable[[], dict[str, Any]] = dict
+        # Once the media streams, control messages are acted on by the reader thread itself
+        # (`act`): one thread wake-up between the host's send and the act, not two.
+        self.act: Callable[[Message], None] | None = None
+        self.streaming = threading.Event()  # set once `act` is in place (or never will be)
 
     def send(self, message: Message, fds: tuple[int, ...] = ()) -> None:
         try:
@@ -122,10 +126,25 @@ def _reader(ctx: WorkerContext) -> None:
             return
         if message[0] == "stop":
             ctx.stop.set()
+        act = ctx.act
         if str(message[0]).endswith("_done"):
             ctx.replies.put((message, fds))
+        elif act is not None and message[0] != "stop":
+            # Host's send -> acted on: what a keyframe ask or a bitrate change waits for.
+            ctx.stats.record("control_forward", time.monotonic_ns() - ctx.chan.last_sent_ns)
+            try:
+                act(message)
+            except Exception as exc:
+                event(_log, "worker.failed", logging.ERROR, reason=repr(exc), on=message[0])
+                ctx.send(("fatal", f"media worker failed on {message[0]}: {exc}"))
+                ctx.stop.set()
+                ctx.inbox.put((("stop",), [], 0))
         else:
             ctx.inbox.put((message, fds, ctx.chan.last_sent_ns))
+            if message[0] == "start":
+                # Later control waits until the main thread has started the media and handed
+                # control to this thread, so none is acted on twice or out of order.
+                ctx.streaming.wait()
 
 
 def _heartbeat(ctx: WorkerContext) -> None:

@@ -104,11 +104,15 @@ def serve(
                 case "stream":
                     media.stream(message[1], fds)
                 case "start":
-                    media.start(bool(message[1]))
-                case _:
-                    # Host's send -> acted on here: what a keyframe ask or a bitrate change
-                    # waits for, with the worker as busy as its session makes it.
+                    try:
+                        media.start(bool(message[1]))
+                        ctx.act = media.control  # from now on, on the reader thread
+                    finally:
+                        ctx.streaming.set()
+                case _:  # control before the stream starts
                     ctx.stats.record("control_forward", time.monotonic_ns() - sent_ns)
                     media.control(message)
     finally:
+        ctx.act = None
+        ctx.streaming.set()
         media.close()
