@@ -7,10 +7,10 @@ cd "$(dirname "$0")/.."
 
 DEB_PACKAGES=(
     python3 python3-venv python3-dev gcc libc6-dev linux-libc-dev
-    xvfb xserver-xorg-video-dummy x11-xserver-utils
+    xvfb xserver-xorg-video-dummy x11-xserver-utils x11-utils
     pulseaudio pulseaudio-utils edid-decode
     chromium chromium-driver
-    sway foot
+    sway foot xwayland gamescope mesa-vulkan-drivers
     dbus pipewire pipewire-bin wireplumber xdg-desktop-portal
     gstreamer1.0-tools gstreamer1.0-pipewire gstreamer1.0-plugins-base gstreamer1.0-plugins-bad
 )

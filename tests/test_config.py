@@ -59,8 +59,8 @@ def test_unknown_key_names_file_and_line(host_env: Path) -> None:
     [
         (
             "PUNKTFUNK_DISPLAY=wayland",
-            "auto|xorg-dummy|xvfb|pattern|wlroots|attach:<X display>|attach:wayland[:<output>]"
-            "|attach:portal",
+            "auto|xorg-dummy|xvfb|pattern|wlroots|gamescope|attach:<X display>"
+            "|attach:wayland[:<output>]|attach:portal",
         ),
         ("PUNKTFUNK_PIPELINE_DEPTH=3", "1..2"),
         ("PUNKTFUNK_NATIVE_PORT=http", "1..65535"),

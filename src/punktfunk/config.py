@@ -90,7 +90,7 @@ def _boolean(text: str) -> bool:
     raise ValueError("not a boolean")
 
 
-DISPLAY_BACKENDS = ("auto", "xorg-dummy", "xvfb", "pattern", "wlroots")
+DISPLAY_BACKENDS = ("auto", "xorg-dummy", "xvfb", "pattern", "wlroots", "gamescope")
 _X_DISPLAY = re.compile(r"^[A-Za-z0-9.\-]*:\d+(\.\d+)?$")
 _WAYLAND_ATTACH = re.compile(
     r"^attach:(wayland(:[A-Za-z0-9._\-]+)?|portal)$"
@@ -228,11 +228,14 @@ class HostConfig:
     display: str = _knob(
         _display,
         "auto",
-        "auto|xorg-dummy|xvfb|pattern|wlroots|attach:<X display>|attach:wayland[:<output>]"
+        "auto|xorg-dummy|xvfb|pattern|wlroots|gamescope|attach:<X display>"
+        "|attach:wayland[:<output>]"
         "|attach:portal",
         "virtual display backend: auto picks sway on a GPU render node where one starts, else "
         "xorg-dummy, then xvfb, then the built-in pattern; "
         "wlroots gives each client an output of a private headless sway (Wayland); "
+        "gamescope a nested gamescope of its own (needs a GPU's Vulkan; apps run on its "
+        "Xwayland); "
         "attach:<X display> streams an existing X display; attach:portal the Wayland desktop the "
         "host runs in through its ScreenCast portal (asks once); attach:wayland the same, or "
         "wlr-screencopy where no portal answers; attach:wayland:<output> that output directly",

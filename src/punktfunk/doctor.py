@@ -36,8 +36,8 @@ def machine_checks() -> list[Check]:
     """Optional capabilities: each missing one disables a feature, never the host."""
     from .wayland.checks import (
         attach_check,
+        gamescope_check,
         gpu_compositor,
-        missing_parts,
         portal_check,
         wlroots_check,
     )
@@ -60,7 +60,7 @@ def machine_checks() -> list[Check]:
         Check("gpu compositor", *gpu_compositor()),
         Check("attach:wayland", *attach_check()),
         Check("attach:portal", *portal_check()),
-        Check("wayland (other)", False, missing_parts()),
+        Check("display gamescope", *gamescope_check()),
         Check("display pattern", True, "built in (the embedded default)"),
         _tool("audio", "pulseaudio", "pulseaudio", "per-session sinks; without it a test tone"),
         _tool("edid-decode", "edid-decode", "edid-decode", "EDID verification in tests"),

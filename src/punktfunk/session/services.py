@@ -261,7 +261,7 @@ class HostServices:
             return PortalInjector(cast, mode.width, mode.height)
         if source.plan.display is DisplayBackend.WLROOTS or hasattr(source.lease, "wayland_socket"):
             return _wayland_input(self.config, source)  # its own sway, or attach:wayland
-        if not source.plan.display.is_x11:
+        if not source.plan.display.apps_on_x11:
             return None  # the pattern display has nothing to type into
         try:
             return X11Injector(source.display_name)

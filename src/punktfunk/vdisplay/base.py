@@ -7,6 +7,7 @@ generation, so a stale lease can never tear down a newer monitor with the same i
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from enum import StrEnum
@@ -25,16 +26,26 @@ class DisplayBackend(StrEnum):
     PATTERN = "pattern"
     ATTACH = "attach"
     WLROOTS = "wlroots"  # outputs of a private headless sway (Wayland)
+    GAMESCOPE = "gamescope"  # a nested gamescope per client (games on its Xwayland)
 
     @property
     def is_x11(self) -> bool:
-        return self not in (DisplayBackend.PATTERN, DisplayBackend.WLROOTS)
+        """Monitors that are X servers of their own (captured, resized and typed into as X)."""
+        return self not in _NOT_X11
+
+    @property
+    def apps_on_x11(self) -> bool:
+        """Apps open and take input on an X display: the monitor's own, or gamescope's
+        Xwayland (whose picture comes from gamescope, not from that display)."""
+        return self.is_x11 or self is DisplayBackend.GAMESCOPE
 
     @property
     def has_driver(self) -> bool:
         """Backends whose monitors the vdisplay driver process creates and publishes."""
         return self is not DisplayBackend.ATTACH
 
+
+_NOT_X11 = (DisplayBackend.PATTERN, DisplayBackend.WLROOTS, DisplayBackend.GAMESCOPE)
 
 # auto picks the first of these that this machine can run (`auto_order`).
 AUTO_ORDER = (DisplayBackend.XORG_DUMMY, DisplayBackend.XVFB, DisplayBackend.PATTERN)
@@ -47,6 +58,14 @@ def auto_order(gpu_compositor: bool) -> tuple[DisplayBackend, ...]:
 
 
 _DUMMY_DRIVER = Path("/usr/lib/xorg/modules/drivers/dummy_drv.so")
+_DEBIAN_GAMESCOPE = "/usr/games/gamescope"  # Debian puts it off the usual PATH
+
+
+def gamescope_binary() -> str | None:
+    found = shutil.which("gamescope")
+    if found is None and os.access(_DEBIAN_GAMESCOPE, os.X_OK):
+        found = _DEBIAN_GAMESCOPE
+    return found
 
 
 def available_backends() -> frozenset[DisplayBackend]:
@@ -58,6 +77,8 @@ def available_backends() -> frozenset[DisplayBackend]:
         found.add(DisplayBackend.XORG_DUMMY)
     if shutil.which("sway"):
         found.add(DisplayBackend.WLROOTS)
+    if shutil.which("Xvfb") and gamescope_binary():
+        found.add(DisplayBackend.GAMESCOPE)  # nested in an Xvfb of its own
     return frozenset(found)
 
 

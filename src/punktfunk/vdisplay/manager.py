@@ -81,7 +81,7 @@ class MonitorLease(LeaseBase):
     def environment(self) -> dict[str, str]:
         """Environment for programs a session launches on this monitor."""
         env = adapter_env(self._manager.render_adapter)
-        if self._output.backend.is_x11:
+        if self._output.backend.apps_on_x11:
             env["DISPLAY"] = self._output.display_name
             env.update(xauth.environment(self._output.display_name))
         elif self._output.backend is DisplayBackend.WLROOTS:

@@ -67,10 +67,28 @@ def portal_check() -> tuple[bool, str]:
     return True, f"{detail}: PipeWire through GStreamer (asks once, then the restore token)"
 
 
-def missing_parts() -> str:
-    """What of the Wayland work does not exist yet, so nobody looks for it."""
-    gamescope = "gamescope" if shutil.which("gamescope") else "gamescope (not installed)"
-    return f"{gamescope}: no gamescope backend yet"
+def gamescope_check() -> tuple[bool, str]:
+    """Whether display=gamescope can start here: one real nested gamescope (with its parent
+    Xvfb and the driver's private PipeWire) in a scratch dir, stopped at once."""
+    from ..vdisplay.base import DisplayMode, gamescope_binary
+    from ..vdisplay.driver.backends import BackendError
+    from ..vdisplay.driver.backends.gamescope import GamescopeBackend
+
+    binary = gamescope_binary()
+    if binary is None:
+        return False, "missing — apt-get install gamescope"
+    if shutil.which("Xvfb") is None:
+        return False, f"{binary} runs nested in an Xvfb: apt-get install xvfb"
+    scratch = Path(tempfile.mkdtemp(prefix="pf-gs-", dir="/tmp"))
+    backend = GamescopeBackend(scratch)
+    try:
+        backend.create(0, DisplayMode(640, 480, 30), False).close()
+    except BackendError as exc:
+        return False, f"{binary} cannot start here: {exc}"
+    finally:
+        backend.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    return True, f"{binary}: a nested gamescope per client, read from its PipeWire stream"
 
 
 def gpu_verdict(

@@ -113,4 +113,8 @@ def make_backend(
         from .wlroots import WlrootsBackend
 
         return WlrootsBackend(state_dir, max_monitors)
+    if backend is DisplayBackend.GAMESCOPE and state_dir is not None:
+        from .gamescope import GamescopeBackend
+
+        return GamescopeBackend(state_dir, auth_dir)
     raise BackendError(f"display={backend} has no driver backend")
