@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ from test_vdisplay_support import Driver, require_backend, wait_until
 SDR = OutputFormat(gpu=False, hdr=False)
 RED = (0, 0, 255)  # BGR
 BLUE = (255, 0, 0)
+GREEN = (0, 255, 0)
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +107,37 @@ def _foot(lease: MonitorLease, colour: str, tmp: Path) -> subprocess.Popen[bytes
     return proc
 
 
+# An X11 app: one window filled with a colour, its pid in _NET_WM_PID (how sway knows an
+# Xwayland window's process, for `place_app`).
+_X11_WINDOW = """
+import os, sys, time
+from Xlib import X, Xatom
+from Xlib.display import Display
+d = Display()
+s = d.screen()
+w = s.root.create_window(0, 0, 400, 300, 0, s.root_depth, background_pixel=int(sys.argv[1], 16))
+w.change_property(d.intern_atom("_NET_WM_PID"), Xatom.CARDINAL, 32, [os.getpid()])
+w.map()
+d.sync()
+while True:
+    w.clear_area(0, 0, 0, 0)
+    d.sync()
+    time.sleep(0.2)
+"""
+
+
+def _x11_window(lease: MonitorLease, colour: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _X11_WINDOW, colour],
+        env={**os.environ, **lease.environment()},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    lease.place_app(proc.pid)
+    return proc
+
+
 def _centre_becomes(capturer: object, bgr: tuple[int, int, int], timeout: float = 15) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -158,6 +191,33 @@ def test_two_clients_get_their_own_outputs_and_apps_and_a_removed_one_leaves_the
         assert gone is None or gone["current_mode"]["width"] != 1280
         assert sum(capturers[1].next_frame(1.0) is not None for _ in range(5)) >= 3
         assert _centre_becomes(capturers[1], BLUE, 5)
+    finally:
+        for app in apps:
+            app.kill()
+            app.wait()
+        for capturer in capturers:
+            capturer.close()
+        for lease in leases:
+            lease.close()
+
+
+def test_x11_apps_run_on_xwayland_and_open_on_their_clients_output(
+    manager: VirtualDisplayManager,
+) -> None:
+    """An X11 program launched for a client (DISPLAY from the lease) runs on sway's Xwayland
+    and opens on that client's output, not the other's."""
+    modes = DisplayMode(1024, 768, 30), DisplayMode(800, 600, 30)
+    leases = [manager.acquire(MonitorRequest(m, False, f"x{i}")) for i, m in enumerate(modes)]
+    capturers = [open_capture(lease, SDR, CaptureBackend.IDD_PUSH) for lease in leases]
+    apps: list[subprocess.Popen[bytes]] = []
+    try:
+        assert leases[0].environment()["DISPLAY"].startswith(":")
+        apps = [_x11_window(leases[1], "00ff00")]
+        assert _centre_becomes(capturers[1], GREEN), apps[0].stderr
+        frame = capturers[0].next_frame(1.0) or capturers[0].repeat_last()
+        assert frame is not None
+        height, width = frame.pixels.shape[:2]
+        assert np.abs(frame.pixels[height // 2, width // 2, :3].astype(int) - GREEN).max() > 8
     finally:
         for app in apps:
             app.kill()

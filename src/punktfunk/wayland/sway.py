@@ -32,10 +32,11 @@ RUNTIME_NAME = "wayland"
 _SUN_PATH_MAX = 107
 PARK_MODE = DisplayMode(640, 480, 1)
 
-# Xwayland stays off: wlroots starts it without an auth cookie, so any local user could open
-# that X display (the X backends' per-display cookies keep everyone else out).
+# Xwayland starts with the first X client. It has no auth cookie, but admits only the user it
+# runs as (its access list is localuser:<uid>; tests/test_gamescope.py checks it), which is
+# what the X backends' cookies achieve.
 CONFIG = """\
-xwayland disable
+xwayland enable
 default_border none
 default_floating_border none
 focus_follows_mouse no
@@ -72,11 +73,29 @@ def environment(state_dir: Path) -> dict[str, str]:
     if sockets is None:
         return {}
     # No SWAYSOCK: the host's own probes find the IPC socket here; apps need not command sway.
-    return {
+    env = {
         "XDG_RUNTIME_DIR": str(runtime),
         "WAYLAND_DISPLAY": sockets[0].name,
         "XDG_SESSION_TYPE": "wayland",
     }
+    display = xwayland_display(sockets[1])
+    if display is not None:
+        env["DISPLAY"] = display
+    return env
+
+
+def xwayland_display(ipc_socket: Path) -> str | None:
+    """The X display of the sway owning `ipc_socket` (named sway-ipc.<uid>.<pid>.sock): wlroots
+    reserves it at start in /tmp/.X<n>-lock, which holds sway's pid."""
+    try:
+        pid = int(ipc_socket.name.split(".")[2])
+    except (IndexError, ValueError):
+        return None
+    for lock in glob.glob("/tmp/.X*-lock"):
+        with contextlib.suppress(OSError, ValueError):
+            if int(Path(lock).read_text().strip(" \n\0")) == pid:
+                return ":" + lock[len("/tmp/.X") : -len("-lock")]
+    return None
 
 
 def workspace_name(monitor_id: int) -> str:
