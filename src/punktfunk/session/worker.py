@@ -98,6 +98,7 @@ class WorkerContext:
         # (`act`): one thread wake-up between the host's send and the act, not two.
         self.act: Callable[[Message], None] | None = None
         self.streaming = threading.Event()  # set once `act` is in place (or never will be)
+        self.streaming_ns = 0  # when `act` was put in place
 
     def send(self, message: Message, fds: tuple[int, ...] = ()) -> None:
         try:
@@ -130,8 +131,12 @@ def _reader(ctx: WorkerContext) -> None:
         if str(message[0]).endswith("_done"):
             ctx.replies.put((message, fds))
         elif act is not None and message[0] != "stop":
-            # Host's send -> acted on: what a keyframe ask or a bitrate change waits for.
-            ctx.stats.record("control_forward", time.monotonic_ns() - ctx.chan.last_sent_ns)
+            # Host's send -> acted on: what a keyframe ask or a bitrate change waits for while
+            # the session streams; one sent while the stream was being started waited for
+            # that instead (`control_setup`).
+            sent_ns = ctx.chan.last_sent_ns
+            stage = "control_forward" if sent_ns >= ctx.streaming_ns else "control_setup"
+            ctx.stats.record(stage, time.monotonic_ns() - sent_ns)
             try:
                 act(message)
             except Exception as exc:

@@ -106,11 +106,12 @@ def serve(
                 case "start":
                     try:
                         media.start(bool(message[1]))
+                        ctx.streaming_ns = time.monotonic_ns()
                         ctx.act = media.control  # from now on, on the reader thread
                     finally:
                         ctx.streaming.set()
                 case _:  # control before the stream starts
-                    ctx.stats.record("control_forward", time.monotonic_ns() - sent_ns)
+                    ctx.stats.record("control_setup", time.monotonic_ns() - sent_ns)
                     media.control(message)
     finally:
         ctx.act = None
