@@ -24,70 +24,30 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Sequence
 
 import numpy as np
 
-from punktfunk.capture.base import CapturedFrame, OutputFormat
+from punktfunk.capture.base import CapturedFrame
 from punktfunk.encode.backends import spec_for
 from punktfunk.encode.base import Codec, EncodedFrame, EncoderBackend
 from punktfunk.encode.pyav import EncoderParams, PyAVEncoder
 from punktfunk.encode.scene import DesktopScene
-from punktfunk.proto.frame import HdrMeta, PixelFormat
+from punktfunk.proto.frame import PixelFormat
 from punktfunk.session.pipeline import VideoPipeline
 from punktfunk.session.stats import StageStats
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from paced_frames import PacedFrames
 
 MODES = {"1080p": (1920, 1080, 20_000), "2160p": (3840, 2160, 50_000)}
 DEFAULT_CASES = ("hevc:1080p", "h264:1080p", "h264:2160p")
 RING = 6  # distinct pre-rendered frames, cycled (each differs from the last)
 DATAGRAM = 1400
 WARMUP_S = 1.0
-
-
-class PacedFrames:
-    """A `Capturer` delivering pre-rendered frames at the display rate, like a busy desktop."""
-
-    def __init__(self, frames: Sequence[np.ndarray], fps: int) -> None:
-        self._frames = frames
-        self._interval_ns = 1_000_000_000 // fps
-        self._next_ns = time.monotonic_ns()
-        self._seq = 0
-
-    @property
-    def output_format(self) -> OutputFormat:
-        return OutputFormat(gpu=False, hdr=False)
-
-    @property
-    def pipeline_depth(self) -> int:
-        return 2
-
-    def next_frame(self, timeout: float) -> CapturedFrame | None:
-        wait_ns = self._next_ns - time.monotonic_ns()
-        if wait_ns > timeout * 1e9:
-            time.sleep(timeout)
-            return None
-        if wait_ns > 0:
-            time.sleep(wait_ns / 1e9)
-        # Late (a loaded machine): skip the missed ticks as a display would.
-        now = time.monotonic_ns()
-        self._next_ns = max(self._next_ns + self._interval_ns, now)
-        self._seq += 1
-        pixels = self._frames[self._seq % len(self._frames)]
-        return CapturedFrame(pixels, PixelFormat.BGRA8, self._seq, now, False)
-
-    def try_latest(self) -> CapturedFrame | None:
-        return self.next_frame(0.0)
-
-    def set_active(self, active: bool) -> None:
-        pass
-
-    def hdr_meta(self) -> HdrMeta | None:
-        return None
-
-    def close(self) -> None:
-        pass
 
 
 class NullSink:

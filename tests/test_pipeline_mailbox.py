@@ -13,13 +13,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from punktfunk.capture.base import CapturedFrame, OutputFormat
+from paced_frames import PacedFrames
+from punktfunk.capture.base import CapturedFrame
 from punktfunk.capture.outring import OutRing
 from punktfunk.encode.backends import spec_for
 from punktfunk.encode.base import Codec, EncodedFrame, EncoderBackend, FrameType
 from punktfunk.encode.pyav import EncoderParams, PyAVEncoder
 from punktfunk.encode.scene import DesktopScene
-from punktfunk.proto.frame import HdrMeta, PixelFormat
+from punktfunk.proto.frame import PixelFormat
 from punktfunk.session.pipeline import IDLE_REPEAT_S, Mailbox, VideoPipeline
 from punktfunk.session.stats import LiveStatus
 
@@ -40,45 +41,14 @@ class SlowEncoder(PyAVEncoder):
         super()._encode_job(job)
 
 
-class PacedFrames:
-    """A busy desktop: a new frame every display interval (or only `static_after` frames)."""
+def desktop() -> list[np.ndarray]:
+    scene = DesktopScene(320, 240, PixelFormat.BGRA8)
+    return [scene.render(i, scene.buffer()).copy() for i in range(4)]
 
-    def __init__(self, static_after: int | None = None) -> None:
-        scene = DesktopScene(320, 240, PixelFormat.BGRA8)
-        self._frames = [scene.render(i, scene.buffer()).copy() for i in range(4)]
-        self._next = time.monotonic()
-        self._seq = 0
-        self._static_after = static_after
 
-    @property
-    def output_format(self) -> OutputFormat:
-        return OutputFormat(gpu=False, hdr=False)
-
-    @property
-    def pipeline_depth(self) -> int:
-        return 2
-
-    def next_frame(self, timeout: float) -> CapturedFrame | None:
-        if self._static_after is not None and self._seq >= self._static_after:
-            time.sleep(timeout)
-            return None
-        time.sleep(max(0.0, self._next - time.monotonic()))
-        self._next = max(self._next + INTERVAL_S, time.monotonic())
-        self._seq += 1
-        pixels = self._frames[self._seq % len(self._frames)]
-        return CapturedFrame(pixels, PixelFormat.BGRA8, self._seq, time.monotonic_ns(), False)
-
-    def try_latest(self) -> CapturedFrame | None:
-        return self.next_frame(0.0)
-
-    def set_active(self, active: bool) -> None:
-        pass
-
-    def hdr_meta(self) -> HdrMeta | None:
-        return None
-
-    def close(self) -> None:
-        pass
+def desktop_frames(static_after: int | None = None) -> PacedFrames:
+    """A busy desktop at 60 Hz (or one that stops changing after `static_after` frames)."""
+    return PacedFrames(desktop(), FPS, static_after)
 
 
 class RecordingSink:
@@ -107,7 +77,7 @@ def run(
     encoder: PyAVEncoder, seconds: float, capturer: PacedFrames | None = None
 ) -> tuple[VideoPipeline, RecordingSink]:
     sink = RecordingSink()
-    pipeline = VideoPipeline(capturer or PacedFrames(), encoder, sink, fps=FPS, depth=2)
+    pipeline = VideoPipeline(capturer or desktop_frames(), encoder, sink, fps=FPS, depth=2)
     pipeline.start()
     time.sleep(seconds)
     return pipeline, sink
@@ -188,7 +158,7 @@ def test_latency_does_not_grow_over_a_long_overload() -> None:
 
 def test_a_static_desktop_still_repeats_its_last_frame() -> None:
     encoder = SlowEncoder(0.0)
-    pipeline, sink = run(encoder, 1.2, PacedFrames(static_after=1))
+    pipeline, sink = run(encoder, 1.2, desktop_frames(static_after=1))
     pipeline.stop()
     encoder.close()
     # One real frame, then a repeat every IDLE_REPEAT_S: the client keeps seeing video.
@@ -227,7 +197,7 @@ class RingFrames(PacedFrames):
     """Frames written into a real OUT ring in rotation, each filled with its sequence number."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(desktop(), FPS)
         self.ring = OutRing()
 
     def next_frame(self, timeout: float) -> CapturedFrame | None:
