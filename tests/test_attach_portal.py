@@ -10,7 +10,6 @@ started from a user's desktop would.
 
 from __future__ import annotations
 
-import os
 import re
 import stat
 import subprocess
@@ -23,16 +22,13 @@ from gs_host import PUNKTFUNK, Host, drive
 from portal_stack import PortalDesktop, missing_parts
 from punktfunk.vdisplay.base import DisplayBackend, DisplayMode
 from test_gamestream_wlroots import RED, _app, _close, type_into_own_app
-from test_vdisplay_support import require_backend, wait_until
+from test_vdisplay_support import missing_part, require_backend, wait_until
 
 
 def _require_portal_stack() -> None:
     missing = missing_parts()
     if missing:
-        message = f"the portal test needs {', '.join(missing)} (scripts/setup.sh installs them)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_part(f"the portal test needs {', '.join(missing)}")
 
 
 def _leftovers(desktop: PortalDesktop) -> list[str]:

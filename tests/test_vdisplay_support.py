@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -34,10 +35,15 @@ def require_backend(backend: DisplayBackend) -> None:
             DisplayBackend.XORG_DUMMY: "xserver-xorg-video-dummy",
             DisplayBackend.WLROOTS: "sway",
         }[backend]
-        message = f"display={backend} is not installed here (apt-get install {package})"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}: CI must test every display backend (run scripts/setup.sh)")
-        pytest.skip(message)
+        missing_part(f"display={backend} is not installed here (apt-get install {package})")
+
+
+def missing_part(message: str) -> NoReturn:
+    """A real part this test needs is not installed: skip on a developer's machine, fail in
+    CI, which must run every test (scripts/setup.sh installs every part)."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}: CI must run this test (scripts/setup.sh installs it)")
+    pytest.skip(message)
 
 
 def short_dir() -> Path:

@@ -7,6 +7,7 @@ pixel checks look for.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from punktfunk.capture.base import CaptureBackend, OutputFormat
+from punktfunk.capture.base import CaptureBackend, Capturer, OutputFormat
 from punktfunk.capture.idd_push import IddPushCapturer
 from punktfunk.capture.open import open_capture
 from punktfunk.capture.recovery import CaptureLost
@@ -138,6 +139,27 @@ def _x11_window(lease: MonitorLease, colour: str) -> subprocess.Popen[bytes]:
     return proc
 
 
+@contextlib.contextmanager
+def _clients(
+    manager: VirtualDisplayManager, modes: tuple[DisplayMode, ...], name: str
+) -> Iterator[tuple[list[MonitorLease], list[Capturer], list[subprocess.Popen[bytes]]]]:
+    """One lease and capturer per mode, and a list for the apps launched on them; all of it
+    closed after."""
+    leases = [manager.acquire(MonitorRequest(m, False, f"{name}{i}")) for i, m in enumerate(modes)]
+    capturers = [open_capture(lease, SDR, CaptureBackend.IDD_PUSH) for lease in leases]
+    apps: list[subprocess.Popen[bytes]] = []
+    try:
+        yield leases, capturers, apps
+    finally:
+        for app in apps:
+            app.kill()
+            app.wait()
+        for capturer in capturers:
+            capturer.close()
+        for lease in leases:
+            lease.close()
+
+
 def _centre_becomes(capturer: object, bgr: tuple[int, int, int], timeout: float = 15) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -155,10 +177,7 @@ def test_two_clients_get_their_own_outputs_and_apps_and_a_removed_one_leaves_the
     driver: Driver, manager: VirtualDisplayManager, tmp_path: Path
 ) -> None:
     modes = DisplayMode(1280, 720, 60), DisplayMode(800, 600, 30)
-    leases = [manager.acquire(MonitorRequest(m, False, f"c{i}")) for i, m in enumerate(modes)]
-    capturers = [open_capture(lease, SDR, CaptureBackend.IDD_PUSH) for lease in leases]
-    apps: list[subprocess.Popen[bytes]] = []
-    try:
+    with _clients(manager, modes, "c") as (leases, capturers, apps):
         names = [lease.output.display_name for lease in leases]
         assert len(set(names)) == 2
         for lease, mode, capturer in zip(leases, modes, capturers, strict=True):
@@ -175,7 +194,7 @@ def test_two_clients_get_their_own_outputs_and_apps_and_a_removed_one_leaves_the
             if capturers[0].next_frame(0.5) is None:
                 break
         assert capturers[0].next_frame(1.0) is None
-        apps = [_foot(leases[0], "ff0000", tmp_path), _foot(leases[1], "0000ff", tmp_path)]
+        apps.extend([_foot(leases[0], "ff0000", tmp_path), _foot(leases[1], "0000ff", tmp_path)])
         assert _centre_becomes(capturers[0], RED), "client 0 does not see its app"
         assert _centre_becomes(capturers[1], BLUE), "client 1 does not see its app"
         # Closing client 0 removes its output (windows closed, output unplugged or parked
@@ -191,14 +210,6 @@ def test_two_clients_get_their_own_outputs_and_apps_and_a_removed_one_leaves_the
         assert gone is None or gone["current_mode"]["width"] != 1280
         assert sum(capturers[1].next_frame(1.0) is not None for _ in range(5)) >= 3
         assert _centre_becomes(capturers[1], BLUE, 5)
-    finally:
-        for app in apps:
-            app.kill()
-            app.wait()
-        for capturer in capturers:
-            capturer.close()
-        for lease in leases:
-            lease.close()
 
 
 def test_x11_apps_run_on_xwayland_and_open_on_their_clients_output(
@@ -207,25 +218,14 @@ def test_x11_apps_run_on_xwayland_and_open_on_their_clients_output(
     """An X11 program launched for a client (DISPLAY from the lease) runs on sway's Xwayland
     and opens on that client's output, not the other's."""
     modes = DisplayMode(1024, 768, 30), DisplayMode(800, 600, 30)
-    leases = [manager.acquire(MonitorRequest(m, False, f"x{i}")) for i, m in enumerate(modes)]
-    capturers = [open_capture(lease, SDR, CaptureBackend.IDD_PUSH) for lease in leases]
-    apps: list[subprocess.Popen[bytes]] = []
-    try:
+    with _clients(manager, modes, "x") as (leases, capturers, apps):
         assert leases[0].environment()["DISPLAY"].startswith(":")
-        apps = [_x11_window(leases[1], "00ff00")]
+        apps.append(_x11_window(leases[1], "00ff00"))
         assert _centre_becomes(capturers[1], GREEN), apps[0].stderr
         frame = capturers[0].next_frame(1.0) or capturers[0].repeat_last()
         assert frame is not None
         height, width = frame.pixels.shape[:2]
         assert np.abs(frame.pixels[height // 2, width // 2, :3].astype(int) - GREEN).max() > 8
-    finally:
-        for app in apps:
-            app.kill()
-            app.wait()
-        for capturer in capturers:
-            capturer.close()
-        for lease in leases:
-            lease.close()
 
 
 def test_a_mode_change_inside_the_compositor_is_followed_without_reconnect(

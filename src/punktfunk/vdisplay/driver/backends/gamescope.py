@@ -47,9 +47,12 @@ _START_TIMEOUT = 20.0
 
 def gamescope_argv(binary: str, mode: DisplayMode) -> list[str]:
     """Nested at the exact mode: the game's size and the output's are the client's (no
-    scaling), the window borderless on a parent screen of that size."""
+    scaling), the window borderless on a parent screen of that size. The refresh is given
+    focused and unfocused (`-o`): Xvfb reports 0 Hz, which gamescope 3.11 would divide by when
+    its window has no focus."""
     w, h, hz = str(mode.width), str(mode.height), str(mode.refresh_hz)
-    return [binary, "-w", w, "-h", h, "-W", w, "-H", h, "-r", hz, "-b", "--", "sleep", "infinity"]
+    return [binary, "-w", w, "-h", h, "-W", w, "-H", h, "-r", hz, "-o", hz, "-b",
+            "--", "sleep", "infinity"]  # fmt: skip
 
 
 def start_failure(log: bytes) -> str:
