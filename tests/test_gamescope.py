@@ -283,3 +283,21 @@ def test_gamescope_runs_at_the_exact_mode_focused_or_not() -> None:
     assert flags["-w"] == flags["-W"] == "2560" and flags["-h"] == flags["-H"] == "1440"
     assert flags["-r"] == flags["-o"] == "120"
     assert argv[-3:] == ["--", "sleep", "infinity"]  # gamescope ends when its command does
+
+
+def test_the_xwayland_display_is_read_from_gamescopes_command_not_from_xwayland() -> None:
+    """gamescope is a subreaper: Xwayland is its child too, with the parent screen's DISPLAY;
+    only the command has GAMESCOPE_WAYLAND_DISPLAY and the Xwayland DISPLAY (real processes)."""
+    from punktfunk.vdisplay.driver.backends.gamescope import xwayland_display
+
+    parent = subprocess.Popen(
+        ["sh", "-c", "env -i DISPLAY=:9 sleep 30 & "
+         "env -i GAMESCOPE_WAYLAND_DISPLAY=gamescope-0 DISPLAY=:5 sleep 30 & wait"],
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert wait_until(lambda: xwayland_display(parent.pid) == ":5", 10)
+    finally:
+        os.killpg(parent.pid, 15)
+        parent.wait(timeout=10)
+    assert xwayland_display(os.getpid()) == ""  # no such command among ours

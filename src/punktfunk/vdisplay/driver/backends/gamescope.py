@@ -64,21 +64,22 @@ def start_failure(log: bytes) -> str:
     return " | ".join(reversed(picked)) or "no output"  # the conclusion first
 
 
-def _child_of(pid: int) -> int | None:
-    """The first live child of `pid` (gamescope's command), from /proc."""
+def _children_of(pid: int) -> list[int]:
+    """The live children of `pid`, from /proc."""
+    children: list[int] = []
     with contextlib.suppress(OSError):
         for task in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError):
-                children = Path(f"/proc/{pid}/task/{task}/children").read_text().split()
-                if children:
-                    return int(children[0])
-    for entry in os.listdir("/proc"):
+            with contextlib.suppress(OSError, ValueError):
+                children += map(int, Path(f"/proc/{pid}/task/{task}/children").read_text().split())
+    if children:
+        return children
+    for entry in os.listdir("/proc"):  # kernels without the `children` file
         if entry.isdigit():
             with contextlib.suppress(OSError, ValueError, IndexError):
                 stat = Path(f"/proc/{entry}/stat").read_text()
                 if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                    return int(entry)
-    return None
+                    children.append(int(entry))
+    return children
 
 
 def _environ_of(pid: int) -> dict[str, str]:
@@ -87,6 +88,17 @@ def _environ_of(pid: int) -> dict[str, str]:
         pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
         return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
     return {}
+
+
+def xwayland_display(gamescope_pid: int) -> str:
+    """gamescope's Xwayland display, from its command's environment ("" until it runs). Only
+    the command gets GAMESCOPE_WAYLAND_DISPLAY; Xwayland, also a child of gamescope (a
+    subreaper), still has the parent screen's DISPLAY."""
+    for child in _children_of(gamescope_pid):
+        env = _environ_of(child)
+        if "GAMESCOPE_WAYLAND_DISPLAY" in env:
+            return env.get("DISPLAY", "")
+    return ""
 
 
 class Gamescope:
@@ -147,8 +159,7 @@ class Gamescope:
             log = self.log_path.read_bytes()
             if node is None and (match := _NODE_LINE.search(log)):
                 node = int(match.group(1))
-            if not display and (child := _child_of(self.process.pid)) is not None:
-                display = _environ_of(child).get("DISPLAY", "")
+            display = display or xwayland_display(self.process.pid)
             if node is not None and display:
                 return node, display
             if self.process.poll() is not None:
@@ -159,10 +170,6 @@ class Gamescope:
         if display and b"failed to setup PipeWire" in log:
             raise BackendError("it could not reach PipeWire: " + start_failure(log))
         raise BackendError(f"not ready in {timeout:.0f} s: {start_failure(log)}")
-
-    @property
-    def alive(self) -> bool:
-        return self.process.poll() is None
 
     def log_tail(self) -> str:
         with contextlib.suppress(OSError):
