@@ -29,17 +29,6 @@ TCP_PORTS = (BASE_PORT, BASE_PORT - 5, BASE_PORT + 21)
 UDP_PORTS = (BASE_PORT + 9, BASE_PORT + 10, BASE_PORT + 11)
 
 
-def wait_port(port: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"nothing listens on {port}")
-
-
 def ports_free() -> list[str]:
     """The host's ports that something still holds (empty when the host let go of all)."""
     held = []
@@ -116,7 +105,21 @@ class Host:
             stdout=self.log.open("w"),
             stderr=subprocess.STDOUT,
         )
-        wait_port(BASE_PORT)
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 60.0) -> None:
+        """Until this host says it listens (not merely until something answers on its port:
+        that may be another host on its way out), or why it never will."""
+        deadline = time.monotonic() + timeout
+        while "host.ready" not in self.log.read_text(errors="replace"):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the host exited ({self.proc.returncode}): {self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the host is not ready after {timeout} s: {self.log_tail()}")
+            time.sleep(0.1)
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
 
     def status(self) -> dict:
         """The host's status, read whole (a few sessions' status is longer than one read)."""
