@@ -157,7 +157,10 @@ def drive(tmp: Path, *args: str, timeout: float = 120) -> dict:
     out = subprocess.run(
         driver_command(tmp, *args), capture_output=True, text=True, timeout=timeout
     )
-    assert out.returncode == 0, out.stderr[-3000:]
+    if out.returncode != 0:
+        host_log = tmp / "host.log"  # where `Host` writes, when the host is the test's own
+        tail = host_log.read_text(errors="replace")[-4000:] if host_log.exists() else ""
+        raise AssertionError(f"{out.stderr[-3000:]}\n--- host log (tail) ---\n{tail}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
