@@ -24,6 +24,7 @@ each input call as {"notify": METHOD}.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import struct
@@ -188,6 +189,7 @@ def main() -> None:
     conn = open_dbus_connection(bus="SESSION")
     conn.send_and_get_reply(message_bus.RequestName(BUS_NAME))
     shares: dict[str, Share] = {}
+    share_numbers = itertools.count()
     restored: dict[str, bool] = {}
     devices: dict[str, int] = {}
     remote: RemoteInput | None = None
@@ -198,7 +200,9 @@ def main() -> None:
 
     def start(session: str, kind: str) -> dict[str, tuple[str, Any]]:
         note(start="restored" if restored.get(session) else "asked", kind=kind)
-        share = Share(output, f"pftest-{len(shares)}-{os.getpid()}")
+        # A name never used before (not the count of open shares, which falls on Close): a
+        # session can never be handed an earlier session's node.
+        share = Share(output, f"pftest-{next(share_numbers)}-{os.getpid()}")
         shares[session] = share
         width, height = Share.size_of(output)
         stream = {
