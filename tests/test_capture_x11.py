@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,3 +124,41 @@ def test_our_x_servers_never_speak_for_the_service(tmp_path, monkeypatch) -> Non
     finally:
         server.stop()
         listener.close()
+
+
+def test_a_killed_x_server_leaves_no_socket_and_its_number_comes_free() -> None:
+    """With -displayfd an X server writes no lock file, so a SIGKILLed one left its socket,
+    and its display number counted as taken for good."""
+    import os
+    import signal
+    import socket
+
+    from punktfunk.vdisplay import xserver
+
+    require_backend(DisplayBackend.XVFB)
+    server = start_server(
+        "Xvfb", lambda n: ["Xvfb", f":{n}", "-screen", "0", "320x240x24", "-nolisten", "tcp"],
+        make_workdir("xvfb"),
+    )  # fmt: skip
+    sock = Path(f"/tmp/.X11-unix/X{server.number}")
+    assert sock.exists() and xserver.display_in_use(server.number)  # a live one is kept
+    os.kill(server.process.pid, signal.SIGKILL)
+    server.process.wait()
+    assert sock.exists()  # what the kill leaves
+    server.stop()
+    assert not sock.exists()
+
+    # One left by an earlier run (nothing listens, ours, older than a start takes) is swept
+    # when the numbers are searched; a fresh one is left alone (a server between bind and
+    # listen).
+    number = max(xserver.free_display_numbers()[:1] or [0])
+    stale = Path(f"/tmp/.X11-unix/X{number}")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+        dead.bind(str(stale))
+    try:
+        assert xserver.display_in_use(number)
+        os.utime(stale, (time.time() - 60, time.time() - 60))
+        assert not xserver.display_in_use(number)
+        assert not stale.exists()
+    finally:
+        stale.unlink(missing_ok=True)

@@ -1,8 +1,10 @@
 """Start and stop private X servers (Xvfb, Xorg with the dummy driver) on free display numbers.
 
 A display number is free when neither its socket (/tmp/.X11-unix/X<n>) nor its lock file
-(/tmp/.X<n>-lock) exists; the search starts at a high base so a user's own desktop (:0, :1)
-never collides with ours, and a number another process grabbed first is simply skipped. The
+(/tmp/.X<n>-lock) exists (a socket of ours that nothing listens on is a killed server's, and
+is removed: with -displayfd the server writes no lock); the search starts at a high base so a
+user's own desktop (:0, :1) never collides with ours, and a number another process grabbed
+first is simply skipped. The
 server reports readiness through `-displayfd`. Each server gets PR_SET_PDEATHSIG, so it dies
 with the thread that started it even when our process is SIGKILLed. Each server also gets a
 fresh auth cookie (`-auth`, see `xauth`): no other local user can open its display.
@@ -10,12 +12,14 @@ fresh auth cookie (`-auth`, see `xauth`): no other local user can open its displ
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
 import select
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import tempfile
@@ -30,6 +34,7 @@ from . import xauth
 DISPLAY_BASE = 40
 _WORKDIR = re.compile(r"^punktfunk-(?:xvfb|xorg)-(?P<pid>\d+)-[A-Za-z0-9_]+$")
 _SOCKET_DIR = Path("/tmp/.X11-unix")
+_STALE_AFTER_S = 10.0  # a socket this old that refuses connections is a dead server's
 _MANAGER_VARS = frozenset({"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"})
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -60,7 +65,42 @@ def _server_env() -> dict[str, str]:
 
 
 def display_in_use(number: int) -> bool:
-    return (_SOCKET_DIR / f"X{number}").exists() or Path(f"/tmp/.X{number}-lock").exists()
+    """Whether display `number` is taken; a dead socket of ours (a killed server's) is removed
+    and does not count."""
+    if Path(f"/tmp/.X{number}-lock").exists():
+        return True
+    socket_path = _SOCKET_DIR / f"X{number}"
+    if remove_dead_socket(socket_path, _STALE_AFTER_S):
+        return False
+    return socket_path.exists()
+
+
+def remove_dead_socket(path: Path, older_than_s: float = 0.0) -> bool:
+    """Remove `path` if it is a socket of ours that nothing listens on (at least `older_than_s`
+    old, so a server between bind and listen is left alone). With -displayfd an X server
+    writes no lock file, so a killed one leaves only its socket: the number would stay taken.
+    True when removed."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    if (
+        not stat.S_ISSOCK(info.st_mode)
+        or info.st_uid != os.geteuid()
+        or time.time() - info.st_mtime < older_than_s
+    ):
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except ConnectionRefusedError:
+        path.unlink(missing_ok=True)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return False
 
 
 def free_display_numbers(base: int = DISPLAY_BASE, limit: int = 200) -> list[int]:
@@ -101,14 +141,12 @@ class XServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        # A killed server leaves its lock and socket behind; they are ours to remove.
+        # A killed server leaves its socket (and lock, where it wrote one); ours to remove.
         lock = Path(f"/tmp/.X{self.number}-lock")
-        try:
+        with contextlib.suppress(OSError):
             if lock.read_text().strip() == str(self.process.pid):
                 lock.unlink(missing_ok=True)
-                (_SOCKET_DIR / f"X{self.number}").unlink(missing_ok=True)
-        except OSError:
-            pass
+        remove_dead_socket(_SOCKET_DIR / f"X{self.number}")
         xauth.remove_file(self.number, self.auth_path)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
